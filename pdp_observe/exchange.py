@@ -1,0 +1,190 @@
+"""The one record every part of pdp_observe speaks: an :class:`Exchange`.
+
+A source (the inline proxy today; pcap/HAR import later) produces exchanges, the pipeline
+enriches them (decoded Prisma :class:`Operation`, engine telemetry, pool snapshot), and every
+sink (the SQLite store, metrics, the live feed) and reader (CLI, TUI, export, replay) consumes
+them. Keeping one definition here means a field added for a later capability is visible to
+all of them at once, and ``to_json``/``from_json`` give one stable serialisation.
+
+The hot path never builds these objects: it fills a cheap :class:`RawCapture`, and the capture
+worker turns that into an :class:`Exchange` off the request path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+Headers = list[tuple[str, str]]
+"""Header pairs in wire order, original case, duplicates kept."""
+
+
+class Failure:
+    """What went wrong with an exchange (``Exchange.failure``); ``None`` means nothing did.
+
+    Plain string constants (not an Enum) because they are stored, filtered on and printed
+    as text, and ``--json`` output must keep them stable.
+    """
+
+    UPSTREAM_REFUSED = "upstream_refused"
+    UPSTREAM_CONNECT_TIMEOUT = "upstream_connect_timeout"
+    UPSTREAM_READ_TIMEOUT = "upstream_read_timeout"
+    UPSTREAM_RESET = "upstream_reset"
+    UPSTREAM_ERROR = "upstream_error"
+    CLIENT_ABORT = "client_abort"
+
+    ALL = (
+        UPSTREAM_REFUSED,
+        UPSTREAM_CONNECT_TIMEOUT,
+        UPSTREAM_READ_TIMEOUT,
+        UPSTREAM_RESET,
+        UPSTREAM_ERROR,
+        CLIENT_ABORT,
+    )
+
+
+@dataclass(slots=True)
+class Body:
+    """A captured body: at most ``--capture-body-limit`` bytes of it, plus facts about all of it.
+
+    ``data`` is what is stored (content-decoded and redacted when it went through the
+    capture worker); ``size`` and ``sha256`` describe the full body exactly as it crossed the
+    wire, so a user can tell a 1 GB response from its 1 MiB prefix.
+    """
+
+    data: bytes = b""
+    size: int = 0
+    sha256: str = ""
+    truncated: bool = False
+    encoding: str | None = None  # Content-Encoding as sent; ``data`` is already decoded
+    decode_error: str | None = None
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str  # path + query string, as sent (redacted once stored)
+    headers: Headers
+    body: Body
+    http_version: str = "1.1"
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    reason: str
+    headers: Headers
+    body: Body
+
+
+@dataclass(slots=True)
+class Timings:
+    """Wall-clock instants (epoch seconds) of one exchange's life on the hop.
+
+    Only ``received`` is read from the wall clock; the others are derived from a monotonic
+    clock on the hot path so that durations never go negative when the clock is adjusted.
+    ``None`` means that point was never reached (e.g. no upstream connection on refusal).
+    """
+
+    received: float
+    upstream_connected: float | None = None
+    first_byte: float | None = None
+    done: float | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        return None if self.done is None else (self.done - self.received) * 1000.0
+
+    @property
+    def ttfb_ms(self) -> float | None:
+        return None if self.first_byte is None else (self.first_byte - self.received) * 1000.0
+
+
+@dataclass(slots=True)
+class SqlStatement:
+    """One SQL statement Prisma will run (Prisma 7 plans) or ran (engine telemetry)."""
+
+    sql: str
+    params: list[Any] = field(default_factory=list)
+    param_count: int = 0
+    duration_ms: float | None = None
+
+
+@dataclass(slots=True)
+class Operation:
+    """What Prisma asked for, decoded from one HTTP request (and its response).
+
+    ``protocol`` names the wire generation: ``"engine-json"``, ``"engine-graphql"``,
+    ``"dataproxy"``, ``"qpe"`` (Prisma 7 query-plan executor) or ``"unknown"`` (then
+    ``reason`` says why). ``kind`` says what the request does on that protocol:
+    ``query``, ``batch``, ``raw``, ``tx_start``, ``tx_commit``, ``tx_rollback``,
+    ``schema_upload``, ``connection_info``, ``health``, ``metrics``, ``other``.
+    A batch has one entry per operation in ``operations`` (each with model/action).
+    """
+
+    protocol: str = "unknown"
+    kind: str = "other"
+    model: str | None = None
+    action: str | None = None
+    fingerprint: str | None = None
+    txn: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    sql: list[SqlStatement] = field(default_factory=list)
+    operations: list[dict[str, Any]] = field(default_factory=list)
+    client_version: str | None = None
+    schema_hash: str | None = None
+    isolation_level: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request/response pair that crossed the hop, and everything learnt about it.
+
+    ``id`` is a time-ordered, URL-safe identifier (see :func:`pdp_observe.ids.new_id`).
+    Later capabilities fill ``operation``, ``telemetry``, ``pool`` and the trace ids; the
+    store keeps the whole record, so adding such a field needs no new table.
+    """
+
+    id: str
+    request: Request
+    timings: Timings
+    response: Response | None = None
+    client: str | None = None  # "ip:port" of the client that sent it
+    upstream: str | None = None  # base URL of the upstream it was forwarded to
+    failure: str | None = None
+    failure_detail: str | None = None
+    operation: Operation | None = None
+    telemetry: dict[str, Any] | None = None
+    pool: dict[str, Any] | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+
+    @property
+    def status(self) -> int | None:
+        return None if self.response is None else self.response.status
+
+    @property
+    def truncated(self) -> bool:
+        return self.request.body.truncated or bool(self.response and self.response.body.truncated)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (bodies excluded): headers as pairs, timings as epoch floats."""
+        out = dataclasses.asdict(self)
+        out["request"]["body"].pop("data")
+        if out["response"] is not None:
+            out["response"]["body"].pop("data")
+        return out
+
+
+def operation_from_dict(data: dict[str, Any] | None) -> Operation | None:
+    """Rebuild an :class:`Operation` stored as JSON (unknown keys are ignored, not fatal)."""
+    if not data:
+        return None
+    names = {f.name for f in dataclasses.fields(Operation)}
+    kwargs = {k: v for k, v in data.items() if k in names}
+    kwargs["sql"] = [SqlStatement(**s) for s in kwargs.get("sql") or []]
+    return Operation(**kwargs)
