@@ -1,0 +1,33 @@
+"""The admin listener: /healthz and /metrics now; the management API joins it later.
+
+It runs on its own port (loopback by default) so a scrape or a health probe never competes
+with the traffic listener's accept queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def build_admin_app(registry: CollectorRegistry, health: Callable[[], dict[str, Any]]) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response(health())
+
+    async def metrics(request: web.Request) -> web.Response:
+        if "application/openmetrics-text" in request.headers.get("Accept", ""):
+            body, ctype = generate_openmetrics(registry), OPENMETRICS_TYPE
+        else:
+            body, ctype = generate_latest(registry), PROMETHEUS_TYPE
+        return web.Response(body=body, headers={"Content-Type": ctype})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,176 @@
+"""From what the hot path noted down (:class:`RawCapture`) to a stored :class:`Exchange`.
+
+The split exists for speed: the proxy only appends bytes references and perf_counter()
+readings to a slotted object; header decoding, content decoding (gzip/br), hashing of
+small bodies, redaction and id assignment all happen here, in the capture worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import zlib
+from typing import Any
+
+from .exchange import Body, Exchange, Request, Response, Timings
+from .redact import Redactor
+
+try:  # brotli is a declared dependency; keep decoding optional so a missing wheel costs only br bodies
+    import brotli as _brotli
+except ImportError:  # pragma: no cover
+    _brotli = None
+
+
+class RawCapture:
+    """Everything the hot path records about one exchange, with no processing at all.
+
+    Times: ``wall`` is epoch seconds at arrival; the ``t_*`` are perf_counter() readings.
+    Header lists are aiohttp's raw ``(bytes, bytes)`` pairs, untouched.
+    Bodies: ``req_body``/``resp_body`` hold at most the capture limit; ``*_size`` the full
+    length; ``*_sha256`` is filled on the hot path only when a body was streamed (and so
+    not held whole); otherwise the worker hashes the complete bytes it has.
+    """
+
+    __slots__ = (
+        "wall", "t0", "t_connected", "t_first_byte", "t_done",
+        "method", "path", "version", "client", "upstream",
+        "req_headers", "req_body", "req_size", "req_sha256", "req_truncated",
+        "status", "reason", "resp_headers", "resp_body", "resp_size", "resp_sha256",
+        "resp_truncated", "failure", "failure_detail",
+    )
+
+    def __init__(self, wall: float, t0: float, method: str, path: str, version: str,
+                 client: str | None, upstream: str, req_headers: Any) -> None:
+        self.wall = wall
+        self.t0 = t0
+        self.t_connected: float | None = None
+        self.t_first_byte: float | None = None
+        self.t_done: float | None = None
+        self.method = method
+        self.path = path
+        self.version = version
+        self.client = client
+        self.upstream = upstream
+        self.req_headers = req_headers
+        self.req_body: bytes = b""
+        self.req_size = 0
+        self.req_sha256: str | None = None
+        self.req_truncated = False
+        self.status: int | None = None
+        self.reason = ""
+        self.resp_headers: Any = ()
+        self.resp_body: bytes = b""
+        self.resp_size = 0
+        self.resp_sha256: str | None = None
+        self.resp_truncated = False
+        self.failure: str | None = None
+        self.failure_detail: str | None = None
+
+    @property
+    def held_bytes(self) -> int:
+        return len(self.req_body) + len(self.resp_body)
+
+
+def new_id() -> str:
+    """16 hex digits, random: short prefixes are unique enough to type (``show 3fa1``)."""
+    return secrets.token_hex(8)
+
+
+def decode_headers(raw: Any) -> list[tuple[str, str]]:
+    """aiohttp raw header pairs → str pairs. latin-1 round-trips any byte (RFC 9110 §5.5)."""
+    out = []
+    for k, v in raw:
+        out.append((k.decode("latin-1") if isinstance(k, bytes) else k,
+                    v.decode("latin-1") if isinstance(v, bytes) else v))
+    return out
+
+
+def header(pairs: list[tuple[str, str]], name: str) -> str | None:
+    lname = name.lower()
+    for k, v in pairs:
+        if k.lower() == lname:
+            return v
+    return None
+
+
+def decode_content(data: bytes, encoding: str | None, limit: int) -> tuple[bytes, str | None]:
+    """Undo gzip/deflate/br for storage; a truncated stream decodes as far as it goes.
+
+    Returns (decoded bytes, error or None). Output is capped at ``limit`` (a zip bomb in a
+    captured prefix must not blow up the worker). Unknown encodings are stored as sent.
+    """
+    enc = (encoding or "").strip().lower()
+    if not data or enc in ("", "identity"):
+        return data, None
+    cap = max(limit, 1)
+    try:
+        if enc in ("gzip", "x-gzip", "deflate"):
+            wbits = 47 if enc != "deflate" else zlib.MAX_WBITS
+            d = zlib.decompressobj(wbits)
+            out = d.decompress(data, cap)
+            return out, None
+        if enc == "br" and _brotli is not None:
+            d = _brotli.Decompressor()
+            out = d.process(data)
+            return out[:cap], None
+    except (zlib.error, Exception) as exc:  # noqa: BLE001 - any decoder failure is data, not a crash
+        if enc == "deflate":
+            try:
+                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, cap), None
+            except zlib.error:
+                pass
+        return data, f"{enc} decode failed: {exc}"
+    return data, f"unsupported content-encoding {enc!r}; stored as sent"
+
+
+def _body(data: bytes, size: int, sha: str | None, truncated: bool,
+          headers: list[tuple[str, str]], redactor: Redactor, limit: int) -> Body:
+    encoding = header(headers, "content-encoding")
+    decoded, err = decode_content(data, encoding, limit)
+    return Body(
+        data=redactor.body(decoded),
+        size=size,
+        sha256=sha if sha is not None else hashlib.sha256(data).hexdigest(),
+        truncated=truncated,
+        encoding=encoding,
+        decode_error=err,
+    )
+
+
+def build_exchange(raw: RawCapture, redactor: Redactor, body_limit: int) -> Exchange:
+    """Turn a hot-path record into the redacted :class:`Exchange` every sink consumes."""
+    base = raw.t0
+    req_headers = decode_headers(raw.req_headers)
+    request = Request(
+        method=raw.method,
+        path=redactor.text(raw.path),
+        headers=redactor.header_pairs(req_headers),
+        body=_body(raw.req_body, raw.req_size, raw.req_sha256, raw.req_truncated,
+                   req_headers, redactor, body_limit),
+        http_version=raw.version,
+    )
+    response = None
+    if raw.status is not None:
+        resp_headers = decode_headers(raw.resp_headers)
+        response = Response(
+            status=raw.status,
+            reason=raw.reason,
+            headers=redactor.header_pairs(resp_headers),
+            body=_body(raw.resp_body, raw.resp_size, raw.resp_sha256, raw.resp_truncated,
+                       resp_headers, redactor, body_limit),
+        )
+
+    def at(t: float | None) -> float | None:
+        return None if t is None else raw.wall + (t - base)
+
+    return Exchange(
+        id=new_id(),
+        request=request,
+        response=response,
+        timings=Timings(received=raw.wall, upstream_connected=at(raw.t_connected),
+                        first_byte=at(raw.t_first_byte), done=at(raw.t_done)),
+        client=raw.client,
+        upstream=redactor.text(raw.upstream),
+        failure=raw.failure,
+        failure_detail=redactor.text(raw.failure_detail) if raw.failure_detail else None,
+    )

@@ -1,0 +1,134 @@
+"""``pdp-observe``: one command, a subcommand per job.
+
+Errors a person can fix (bad flag, missing capture file, busy port) exit with status 2 and
+one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from . import __version__
+from .config import Settings, add_arguments, from_sources
+from .store import StoreError, StoreReader
+from .views import drop_summary, row_json, show, table
+
+DESCRIPTION = """\
+pdp_observe: a recording proxy for the HTTP hop between a Prisma Client and a Prisma server
+(query engine, Data Proxy, or Prisma 7 query-plan executor). It forwards every request
+untouched and records each one to a SQLite capture file you can list and inspect.
+
+  pdp-observe proxy --listen 127.0.0.1:4466 --upstream http://127.0.0.1:4467 --db captures.db
+  pdp-observe ls --db captures.db --last 20
+  pdp-observe show --db captures.db <id>
+"""
+
+
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=os.environ.get("PDP_DB", "captures.db"),
+                   help="capture file to read [env PDP_DB; default: captures.db]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pdp-observe", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pdp-observe {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("proxy", help="run the recording proxy in front of a Prisma server",
+                       description="Forward every request from --listen to --upstream untouched and "
+                       "record each exchange to --db. Every flag can also be set with the PDP_* "
+                       "environment variable named in its help. Stop with Ctrl-C (captures in "
+                       "flight are written before exit).")
+    add_arguments(p, Settings)
+
+    p = sub.add_parser("ls", help="list recorded exchanges",
+                       description="List the newest recorded exchanges, oldest first.")
+    _db_arg(p)
+    p.add_argument("--last", type=int, default=20, metavar="N", help="how many (default 20; 0 = all)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per line (stable field names: id, ts, method, path, status, "
+                   "duration_ms, req_bytes, resp_bytes, failure, truncated)")
+
+    p = sub.add_parser("show", help="show one exchange: headers (redacted) and bodies",
+                       description="Show one exchange in full. Any unique prefix of its id works.")
+    _db_arg(p)
+    p.add_argument("id", help="exchange id or a unique prefix of it (as `ls` prints)")
+    p.add_argument("--json", action="store_true", help="the exchange as one JSON object")
+    return parser
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from .sidecar import run  # noqa: PLC0415 - keep `ls`/`show` start-up light
+
+    settings = from_sources(args)
+    settings.validate()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(settings)
+    except OSError as exc:
+        raise SystemExit(f"pdp-observe: cannot listen: {exc}") from None
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    reader = StoreReader(args.db)
+    try:
+        rows = list(reader.iter_all()) if args.last == 0 else reader.last(args.last)
+        summary = drop_summary(reader.counters())
+        if args.json:
+            for r in rows:
+                print(json.dumps(row_json(r), separators=(",", ":")))
+        else:
+            print(table(rows))
+            total = reader.count()
+            print(f"\n{len(rows)} of {total} exchanges in {args.db}")
+        if summary:
+            print(f"note: {summary}", file=sys.stderr)
+    finally:
+        reader.close()
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    reader = StoreReader(args.db)
+    try:
+        ex = reader.get(args.id)
+    finally:
+        reader.close()
+    if args.json:
+        data = ex.to_dict()
+        data["request"]["body"]["text"] = ex.request.body.data.decode("utf-8", "replace")
+        if ex.response is not None:
+            data["response"]["body"]["text"] = ex.response.body.data.decode("utf-8", "replace")
+        print(json.dumps(data, indent=2))
+    else:
+        print(show(ex))
+    return 0
+
+
+COMMANDS = {"proxy": cmd_proxy, "ls": cmd_ls, "show": cmd_show}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except (StoreError, ValueError) as exc:
+        print(f"pdp-observe {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `pdp-observe ls | head`
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The hand-off between the hot path and everything else: a bounded queue and one worker thread.
+
+``submit`` is the only thing the proxy calls per exchange; it is a length check and a deque
+append. When the queue is over its count or byte budget the capture is dropped and counted,
+never waited for. The worker turns raw captures into exchanges, runs the processors
+(decoding, enrichment), writes a batch to the store and hands it to the sinks. A failing
+store or sink costs captures (counted by reason), never traffic.
+
+Counters that both threads touch are split by writer (the loop thread owns ``_in_*`` and
+``queue_full``; the worker owns the rest) so no lock is needed on the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Callable, Protocol
+
+from .capture import RawCapture, build_exchange
+from .exchange import Exchange
+from .redact import Redactor
+from .store import StoreWriter, classify_sqlite_error
+
+log = logging.getLogger("pdp_observe.hub")
+
+Processor = Callable[[list[Exchange]], None]
+
+
+class Sink(Protocol):
+    name: str
+
+    def handle(self, exchanges: list[Exchange]) -> None: ...
+
+
+class Recorder:
+    """Bounded capture queue + worker thread that processes, stores and fans out batches."""
+
+    def __init__(self, writer: StoreWriter | None, *, redactor: Redactor, body_limit: int,
+                 queue_max: int = 10000, queue_max_bytes: int = 256 * 1024**2,
+                 max_age: float = 0.0, max_db_size: int = 0, prune_every: float = 10.0,
+                 batch_max: int = 2000, idle_wait: float = 0.02) -> None:
+        self.writer = writer
+        self.redactor = redactor
+        self.body_limit = body_limit
+        self.queue_max = queue_max
+        self.queue_max_bytes = queue_max_bytes
+        self.max_age = max_age
+        self.max_db_size = max_db_size
+        self.prune_every = prune_every
+        self.batch_max = batch_max
+        self.idle_wait = idle_wait
+        self.processors: list[Processor] = []
+        self.sinks: list[Sink] = []
+        self._q: deque[RawCapture] = deque()
+        # loop-thread-owned
+        self._in_count = 0
+        self._in_bytes = 0
+        self.dropped_queue_full = 0
+        # worker-owned
+        self._out_count = 0
+        self._out_bytes = 0
+        self.stored = 0
+        self.dropped_worker: dict[str, int] = {}
+        self.pruned: dict[str, int] = {"age": 0, "size": 0}
+        self.sink_errors: dict[str, int] = {}
+        self._unflushed: dict[str, int] = {}
+        self._flushed_queue_full = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+
+    # ---- loop thread -------------------------------------------------------------------
+    def submit(self, raw: RawCapture) -> None:
+        """Hot path: O(1), never blocks, never raises."""
+        size = len(raw.req_body) + len(raw.resp_body)
+        if (self._in_count - self._out_count >= self.queue_max
+                or self._in_bytes - self._out_bytes + size > self.queue_max_bytes):
+            self.dropped_queue_full += 1
+            return
+        self._in_count += 1
+        self._in_bytes += size
+        self._q.append(raw)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._in_count - self._out_count
+
+    def dropped(self) -> dict[str, int]:
+        """Drops by reason so far in this process (queue_full, disk_full, locked, ...)."""
+        out = dict(self.dropped_worker)
+        if self.dropped_queue_full:
+            out["queue_full"] = self.dropped_queue_full
+        return out
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pdp-capture-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Drain what is queued (bounded by ``timeout``), then close the store."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("capture worker did not drain within %.0fs; %d captures lost",
+                            timeout, self.queue_depth)
+        if self.writer is not None:
+            try:
+                self._flush_counters()
+                self.writer.close()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing the capture store failed: %s", exc)
+
+    # ---- worker thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch:
+                self.process(batch)
+                continue
+            if self._stop.is_set():
+                return
+            self._maybe_prune()
+            self._stop.wait(self.idle_wait)
+
+    def _take_batch(self) -> list[RawCapture]:
+        q, batch = self._q, []
+        try:
+            while len(batch) < self.batch_max:
+                batch.append(q.popleft())
+        except IndexError:
+            pass
+        if batch:
+            self._out_bytes += sum(len(r.req_body) + len(r.resp_body) for r in batch)
+            self._out_count += len(batch)
+        return batch
+
+    def _drop(self, reason: str, n: int) -> None:
+        self.dropped_worker[reason] = self.dropped_worker.get(reason, 0) + n
+        self._unflushed[f"dropped.{reason}"] = self._unflushed.get(f"dropped.{reason}", 0) + n
+
+    def process(self, batch: list[RawCapture]) -> list[Exchange]:
+        """Build, enrich, store and fan out one batch (worker thread; also used by tests)."""
+        exchanges: list[Exchange] = []
+        for raw in batch:
+            try:
+                exchanges.append(build_exchange(raw, self.redactor, self.body_limit))
+            except Exception as exc:  # noqa: BLE001 - bad input costs one capture, not the worker
+                log.debug("capture build failed: %r", exc)
+                self._drop("process_error", 1)
+        for proc in self.processors:
+            try:
+                proc(exchanges)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("processor %s failed: %r", getattr(proc, "__name__", proc), exc)
+        if self.writer is not None and exchanges:
+            try:
+                self.writer.write(exchanges)
+                self.stored += len(exchanges)
+            except Exception as exc:  # noqa: BLE001 - disk trouble is counted, never raised
+                reason = classify_sqlite_error(exc)
+                self._drop(reason, len(exchanges))
+                log.debug("store write failed (%s): %s", reason, exc)
+            self._flush_counters()
+        for sink in self.sinks:
+            try:
+                sink.handle(exchanges)
+            except Exception as exc:  # noqa: BLE001
+                self.sink_errors[sink.name] = self.sink_errors.get(sink.name, 0) + 1
+                log.debug("sink %s failed: %r", sink.name, exc)
+        return exchanges
+
+    def _flush_counters(self) -> None:
+        """Persist drop/prune counts so `pdp-observe ls` can say what was lost."""
+        if self.writer is None:
+            return
+        qf = self.dropped_queue_full  # read of an int written by the loop thread: atomic
+        if qf != self._flushed_queue_full:
+            self._unflushed["dropped.queue_full"] = (
+                self._unflushed.get("dropped.queue_full", 0) + qf - self._flushed_queue_full)
+            self._flushed_queue_full = qf
+        if not self._unflushed:
+            return
+        try:
+            self.writer.add_counters(self._unflushed)
+            self._unflushed = {}
+        except Exception:  # noqa: BLE001 - keep them for the next try
+            pass
+
+    def _maybe_prune(self) -> None:
+        if self.writer is None or not (self.max_age or self.max_db_size):
+            return
+        now = time.monotonic()
+        if now - self._last_prune < self.prune_every:
+            return
+        self._last_prune = now
+        try:
+            pruned = self.writer.prune(max_age=self.max_age, max_bytes=self.max_db_size)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("retention pruning failed: %s", exc)
+            return
+        for reason, n in pruned.items():
+            if n:
+                self.pruned[reason] += n
+                self._unflushed[f"pruned.{reason}"] = self._unflushed.get(f"pruned.{reason}", 0) + n
+                log.info("retention: pruned %d oldest captures (%s limit)", n, reason)
+        self._flush_counters()

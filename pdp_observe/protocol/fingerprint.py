@@ -1,0 +1,132 @@
+"""Query fingerprints: the same query shape gets the same short id, whatever its values.
+
+Grouping "the same query with other values" is what turns thousands of exchanges into a
+readable top-N (count, latency, errors per query), so the rules below decide what "the same"
+means. They are applied to every protocol generation:
+
+* every scalar value becomes ``?``; ``null`` stays ``null`` (Prisma turns it into
+  ``IS NULL``, which is a different query);
+* object keys are sorted (argument order means nothing to Prisma);
+* an array's length is not shape: each distinct element shape is kept once, so
+  ``in: [1, 2, 3]`` equals ``in: [7]`` and a nested ``create`` of 2 posts equals one of 4;
+* tagged values keep their type (``$DateTime``); a ``FieldRef`` keeps the field it names;
+* in a selection, ``true``/``false`` are shape (which fields are read or omitted);
+* SQL (raw queries, Prisma 7 plans): literals and placeholders become ``?``, comments and
+  whitespace runs collapse, a parenthesised list of placeholders becomes ``(...)`` and a run
+  of such groups (multi-row ``VALUES``) becomes one.
+
+The signature strings double as the human-readable ``details["shape"]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+MAX_DEPTH = 48
+"""Deeper structure is summarised as ``…``: bounds the cost of hostile input."""
+
+SHAPE_LIMIT = 300
+"""Longest ``details["shape"]`` string."""
+
+
+def fingerprint(*parts: str | None) -> str:
+    """16 hex chars (64 bits) of BLAKE2b over the parts: short enough to show, stable forever."""
+    joined = "\x1f".join(p or "" for p in parts)
+    data = joined.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def value_sig(value: Any, depth: int = 0) -> str:
+    """Value-free signature of a JSON-protocol argument value (see the module rules)."""
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            return "{…}"
+        tag = value.get("$type")
+        if isinstance(tag, str):
+            return _tagged_sig(tag, value.get("value"))
+        inner = ",".join(f"{k}:{value_sig(value[k], depth + 1)}" for k in sorted(value))
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            return "[…]"
+        return "[" + "|".join(sorted({value_sig(v, depth + 1) for v in value})) + "]"
+    return "?"
+
+
+def _tagged_sig(tag: str, value: Any) -> str:
+    """``$DateTime`` etc.; a FieldRef compares against a column, so its target is shape."""
+    if tag == "FieldRef" and isinstance(value, dict):
+        return f"$FieldRef({value.get('_container')}.{value.get('_ref')})"
+    return "$" + tag
+
+
+def query_sig(query: Any, depth: int = 0) -> str:
+    """Signature of a ``{arguments, selection}`` field query (JSON protocol or parsed GraphQL)."""
+    if not isinstance(query, dict):
+        return ""
+    args = query.get("arguments")
+    out = ""
+    if isinstance(args, dict) and args:
+        out = "(" + value_sig(args, depth)[1:-1] + ")"
+    return out + selection_sig(query.get("selection"), depth)
+
+
+def selection_sig(selection: Any, depth: int = 0) -> str:
+    """``{a,b,!c,rel(args){…}}``: booleans select/omit, objects are nested field queries."""
+    if not isinstance(selection, dict) or not selection:
+        return ""
+    if depth >= MAX_DEPTH:
+        return "{…}"
+    parts = []
+    for key in sorted(selection):
+        sub = selection[key]
+        if sub is True:
+            parts.append(key)
+        elif sub is False:
+            parts.append("!" + key)
+        elif isinstance(sub, dict):
+            parts.append(key + query_sig(sub, depth + 1))
+        else:
+            parts.append(key + "=?")
+    return "{" + ",".join(parts) + "}"
+
+
+_SQL_TOKEN = re.compile(
+    r"""
+      (?P<ident>"(?:[^"]|"")*"|`[^`]*`)
+    | (?P<comment>/\*.*?\*/|--[^\n]*)
+    | (?P<value>'(?:[^']|'')*'|\$\d+|@P\d+|\?|(?<![\w$.])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w$]))
+    | (?P<space>\s+)
+    """,
+    re.X | re.S,
+)
+_PLACEHOLDER_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
+_GROUP_RUN = re.compile(r"\(\.\.\.\)(?:\s*,\s*\(\.\.\.\))+")
+
+
+def _sql_token(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind == "ident":
+        return match.group()
+    return "?" if kind == "value" else " "
+
+
+def normalize_sql(sql: str) -> str:
+    """SQL with values, placeholders, comments and list lengths removed (module rules)."""
+    out = _SQL_TOKEN.sub(_sql_token, sql).strip()
+    out = _PLACEHOLDER_LIST.sub("(...)", out)
+    return _GROUP_RUN.sub("(...)", out)
+
+
+def collapse_runs(items: list[str]) -> list[str]:
+    """``[a, a, b, a]`` → ``[a, b, a]``: a batch of N same-shape calls is one shape."""
+    return [item for i, item in enumerate(items) if i == 0 or item != items[i - 1]]
+
+
+def shape_text(text: str) -> str:
+    """Cap a signature for display in ``details["shape"]``."""
+    return text if len(text) <= SHAPE_LIMIT else text[: SHAPE_LIMIT - 1] + "…"

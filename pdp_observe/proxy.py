@@ -1,0 +1,348 @@
+"""The hot path: forward every request untouched, timestamp it, tee a capped body prefix.
+
+Built on aiohttp's low-level server (no router, no middleware) and one pooled client
+session. Per request it does only what forwarding needs plus perf_counter() readings and
+byte-slice references; everything else happens in :mod:`pdp_observe.hub`'s worker.
+
+Faithfulness (RFC 9110 §7.6.1): hop-by-hop headers are dropped both ways; all others pass in
+order with their case; Content-Encoding passes as is (the session never decompresses);
+aiohttp's own defaults (Server, Date, Content-Type, Accept, User-Agent) are suppressed when
+the other side did not send them, so the client cannot tell the sidecar is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict, deque
+from contextvars import ContextVar
+from typing import Any, AsyncIterator
+
+import aiohttp
+from aiohttp import hdrs, web
+
+from .capture import RawCapture
+from .exchange import Failure
+from .hub import Recorder
+
+log = logging.getLogger("pdp_observe.proxy")
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+    "proxy-connection", "proxy-authenticate", "proxy-authorization",
+})
+# Bodies up to this size are read whole (one write each way); larger ones are streamed.
+WHOLE_BODY_MAX = 256 * 1024
+STREAM_CHUNK = 64 * 1024
+_AIOHTTP_DEFAULTS = (("server", hdrs.SERVER), ("date", hdrs.DATE), ("content-type", hdrs.CONTENT_TYPE))
+_perf = time.perf_counter
+_wall = time.time
+_current: ContextVar[RawCapture | None] = ContextVar("pdp_current_capture", default=None)
+
+
+class _LifoDeque(deque):  # type: ignore[type-arg]
+    """aiohttp reuses the *oldest* idle upstream connection (FIFO); we want the newest.
+
+    Connections idle since a burst may have been paced down by the kernel's congestion
+    control and stall large responses for 50–100 ms (docs/performance.md); the most recently
+    used one is warm. ``popleft`` is the only take aiohttp does, so swap it for ``pop``.
+    """
+
+    popleft = deque.pop
+
+
+class UpstreamConnector(aiohttp.TCPConnector):
+    """TCPConnector with LIFO reuse that notes when each request got its upstream connection."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(getattr(self, "_conns", None), defaultdict):
+            self._conns = defaultdict(_LifoDeque)
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        cap = _current.get()
+        if cap is not None:
+            cap.t_connected = _perf()
+        return conn
+
+
+class _PassthroughResponse(web.StreamResponse):
+    """StreamResponse that does not invent Server/Date/Content-Type the upstream did not send."""
+
+    __slots__ = ("_upstream_sent",)
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], sent: frozenset[str],
+                 *, buffer_headers: bool) -> None:
+        super().__init__(status=status, reason=reason, headers=headers)
+        self._upstream_sent = sent
+        if buffer_headers:
+            self._send_headers_immediately = False  # head + small body in one write
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        h = self._headers
+        for lname, name in _AIOHTTP_DEFAULTS:
+            if lname not in self._upstream_sent and name in h:
+                del h[name]
+
+
+def _conn_tokens(value: str | None) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    return frozenset(t.strip().lower() for t in value.split(","))
+
+
+def filter_headers(items: Any, *, drop_host: bool) -> tuple[list[tuple[str, str]], frozenset[str]]:
+    """Drop hop-by-hop headers (and those the Connection header names); keep order and case.
+
+    Returns the kept pairs and the lower-cased names kept (used to suppress aiohttp defaults).
+    """
+    named: frozenset[str] = frozenset()
+    out: list[tuple[str, str]] = []
+    names: set[str] = set()
+    for k, v in items:
+        lk = k.lower()
+        if lk in HOP_BY_HOP or lk.startswith("proxy-"):
+            if lk == "connection":
+                named = named | _conn_tokens(v)
+            continue
+        if drop_host and lk == "host":
+            continue
+        out.append((k, v))
+        names.add(lk)
+    if named:
+        out = [(k, v) for k, v in out if k.lower() not in named]
+        names -= named
+    return out, frozenset(names)
+
+
+def error_response(status: int, message: str, upstream: str) -> web.Response:
+    body = json.dumps({"error": message, "upstream": upstream, "source": "pdp_observe"})
+    return web.Response(status=status, text=body, content_type="application/json")
+
+
+def classify_upstream_error(exc: BaseException) -> tuple[str, int, str]:
+    """(failure kind, HTTP status for the client, message) for an upstream failure."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return Failure.UPSTREAM_CONNECT_TIMEOUT, 504, "timed out connecting to the upstream"
+    if isinstance(exc, (aiohttp.SocketTimeoutError, asyncio.TimeoutError, TimeoutError)):
+        return Failure.UPSTREAM_READ_TIMEOUT, 504, "timed out waiting for the upstream to answer"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if exc.os_error is not None and exc.os_error.errno == errno.ECONNREFUSED:
+            return Failure.UPSTREAM_REFUSED, 502, "upstream refused the connection"
+        return Failure.UPSTREAM_ERROR, 502, f"cannot connect to the upstream: {exc.os_error or exc}"
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
+                        ConnectionResetError, aiohttp.ClientOSError)):
+        return Failure.UPSTREAM_RESET, 502, "upstream closed the connection before answering"
+    return Failure.UPSTREAM_ERROR, 502, f"upstream error: {type(exc).__name__}: {exc}"
+
+
+class Proxy:
+    """One listening proxy: ``handle`` is the aiohttp low-level request handler."""
+
+    def __init__(self, upstream: str, recorder: Recorder, *, body_limit: int = 1024**2,
+                 preserve_host: bool = False, forwarded_headers: bool = True,
+                 connect_timeout: float = 5.0, read_timeout: float = 300.0,
+                 pool_size: int = 100) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.recorder = recorder
+        self.body_limit = body_limit
+        self.preserve_host = preserve_host
+        self.forwarded_headers = forwarded_headers
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout,
+                                             sock_read=read_timeout or None)
+        self.pool_size = pool_size
+        self.session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
+
+    async def start(self) -> None:
+        connector = UpstreamConnector(limit=self.pool_size, limit_per_host=self.pool_size,
+                                      keepalive_timeout=30, enable_cleanup_closed=False)
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, timeout=self.timeout,
+            skip_auto_headers=(hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE),
+            cookie_jar=aiohttp.DummyCookieJar(), max_line_size=65536, max_field_size=65536,
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def _upstream_headers(self, request: web.BaseRequest) -> list[tuple[str, str]]:
+        headers, _ = filter_headers(request.headers.items(), drop_host=not self.preserve_host)
+        if self.forwarded_headers:
+            peer = request.remote or ""
+            prior = request.headers.get("X-Forwarded-For")
+            headers = [(k, v) for k, v in headers
+                       if k.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")]
+            headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+            headers.append(("X-Forwarded-Proto", request.headers.get("X-Forwarded-Proto", request.scheme)))
+            if request.host:
+                headers.append(("X-Forwarded-Host", request.headers.get("X-Forwarded-Host", request.host)))
+        return headers
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        t0 = _perf()
+        v = request.version
+        cap = RawCapture(_wall(), t0, request.method, request.raw_path, f"{v.major}.{v.minor}",
+                         request.remote, self.upstream, request.raw_headers)
+        _current.set(cap)
+        self.in_flight += 1
+        try:
+            return await self._forward(request, cap)
+        except asyncio.CancelledError:
+            if cap.failure is None:
+                cap.failure = Failure.CLIENT_ABORT
+                cap.failure_detail = "client closed the connection"
+            raise
+        finally:
+            self.in_flight -= 1
+            if cap.t_done is None:
+                cap.t_done = _perf()
+            self.recorder.submit(cap)
+
+    async def _forward(self, request: web.BaseRequest, cap: RawCapture) -> web.StreamResponse:
+        assert self.session is not None
+        data: Any = None
+        clen = request.content_length
+        if clen is not None and clen <= WHOLE_BODY_MAX:
+            if clen:
+                body = await request.read()
+                cap.req_size = len(body)
+                if len(body) > self.body_limit:
+                    cap.req_sha256 = hashlib.sha256(body).hexdigest()
+                    cap.req_truncated = True
+                    cap.req_body = body[: self.body_limit]
+                else:
+                    cap.req_body = body
+                data = body
+        elif request.body_exists:
+            data = self._tee_request(request, cap)
+
+        try:
+            resp = await self.session.request(
+                request.method, self.upstream + request.raw_path,
+                headers=self._upstream_headers(request), data=data,
+                allow_redirects=False, compress=None, chunked=None,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every upstream failure becomes a clean 502/504
+            kind, status, message = classify_upstream_error(exc)
+            cap.failure, cap.failure_detail = kind, f"{message} ({type(exc).__name__}: {exc})"
+            err = error_response(status, message, self.upstream)
+            cap.status, cap.reason = status, err.reason
+            cap.resp_headers = [(k, v) for k, v in err.headers.items()]
+            cap.resp_body = err.body  # type: ignore[assignment]
+            cap.resp_size = len(cap.resp_body)
+            cap.t_first_byte = _perf()
+            return err
+        cap.t_first_byte = _perf()
+        try:
+            return await self._relay(request, resp, cap)
+        finally:
+            resp.release()
+
+    async def _tee_request(self, request: web.BaseRequest, cap: RawCapture) -> AsyncIterator[bytes]:
+        """Stream the request body upstream while keeping a capped prefix, size and sha256."""
+        limit, parts, held, h, size = self.body_limit, [], 0, hashlib.sha256(), 0
+        try:
+            async for chunk in request.content.iter_chunked(STREAM_CHUNK):
+                size += len(chunk)
+                h.update(chunk)
+                if held < limit:
+                    piece = chunk[: limit - held]
+                    parts.append(piece)
+                    held += len(piece)
+                yield chunk
+        finally:
+            cap.req_body, cap.req_size, cap.req_sha256 = b"".join(parts), size, h.hexdigest()
+            cap.req_truncated = size > held
+
+    async def _relay(self, request: web.BaseRequest, resp: aiohttp.ClientResponse,
+                     cap: RawCapture) -> web.StreamResponse:
+        cap.status, cap.reason, cap.resp_headers = resp.status, resp.reason or "", resp.raw_headers
+        headers, sent = filter_headers(resp.headers.items(), drop_host=False)
+        clen = resp.content_length
+        whole = clen is not None and clen <= WHOLE_BODY_MAX
+        out = _PassthroughResponse(resp.status, resp.reason or "", headers, sent, buffer_headers=whole)
+        if clen is not None:
+            out.content_length = clen
+        if whole or request.method == "HEAD" or resp.status in (204, 304):
+            body = await self._read_whole(resp, cap)
+            await out.prepare(request)
+            await out.write_eof(body)
+            cap.t_done = _perf()
+            return out
+        await out.prepare(request)
+        try:
+            await self._stream_response(resp, out, cap)
+        except Exception:  # noqa: BLE001 - recorded in cap; the client must see a cut, not a clean end
+            if request.transport is not None:
+                request.transport.abort()
+            cap.t_done = _perf()
+            return out
+        await out.write_eof()
+        cap.t_done = _perf()
+        return out
+
+    async def _read_whole(self, resp: aiohttp.ClientResponse, cap: RawCapture) -> bytes:
+        try:
+            body = await resp.read()
+        except Exception as exc:  # noqa: BLE001
+            cap.failure, cap.failure_detail = Failure.UPSTREAM_RESET, f"upstream body failed: {exc!r}"
+            raise
+        cap.resp_size = len(body)
+        if len(body) > self.body_limit:
+            cap.resp_sha256 = hashlib.sha256(body).hexdigest()
+            cap.resp_truncated = True
+            cap.resp_body = body[: self.body_limit]
+        else:
+            cap.resp_body = body
+        return body
+
+    async def _stream_response(self, resp: aiohttp.ClientResponse, out: web.StreamResponse,
+                               cap: RawCapture) -> None:
+        limit, parts, held, h, size = self.body_limit, [], 0, hashlib.sha256(), 0
+        try:
+            while True:
+                try:
+                    chunk = await resp.content.readany()
+                except Exception as exc:  # noqa: BLE001 - upstream died mid-body
+                    cap.failure = Failure.UPSTREAM_RESET
+                    cap.failure_detail = f"upstream closed mid-response after {size} bytes: {exc!r}"
+                    raise
+                if not chunk:
+                    break
+                size += len(chunk)
+                h.update(chunk)
+                if held < limit:
+                    piece = chunk[: limit - held]
+                    parts.append(piece)
+                    held += len(piece)
+                try:
+                    await out.write(chunk)
+                except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
+                    cap.failure = Failure.CLIENT_ABORT
+                    cap.failure_detail = f"client went away mid-response after {size} bytes: {exc!r}"
+                    raise
+        finally:
+            cap.resp_body, cap.resp_size, cap.resp_sha256 = b"".join(parts), size, h.hexdigest()
+            cap.resp_truncated = size > held
+
+
+async def serve(proxy: Proxy, host: str, port: int) -> tuple[asyncio.AbstractServer, web.Server]:
+    """Start listening; returns the asyncio server (for its port) and the aiohttp Server."""
+    await proxy.start()
+    server = web.Server(proxy.handle, handler_cancellation=True,
+                        max_line_size=65536, max_field_size=65536, access_log=None)
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(server, host, port, reuse_address=True, backlog=1024)
+    return srv, server
+
+

@@ -1,0 +1,114 @@
+"""Redaction of secrets before anything is stored, exported, printed or logged.
+
+A redacted value keeps a short stable fingerprint (first 6 hex of its sha256) so a user can
+tell two API keys apart ("the failing requests all used key 3fa1c2") without seeing either.
+Redaction runs in the capture worker, never on the request path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+DEFAULT_PARAMS = ("api_key", "apikey", "token")
+
+# Connection strings in bodies: prisma://, prisma+postgres://, postgres(ql)://, mysql://, ...
+# with user:password@ credentials.
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s\"'?#]*):(?P<password>[^@/\s\"']+)@",
+    re.IGNORECASE,
+)
+# Credentials that leak into bodies (an echoed header, an error message quoting a request).
+_BEARER = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+(?P<token>[A-Za-z0-9._~+/=-]{4,})", re.IGNORECASE)
+
+
+def fingerprint(value: str | bytes) -> str:
+    """Six hex digits of sha256: enough to tell keys apart, useless to recover them."""
+    data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    return hashlib.sha256(data).hexdigest()[:6]
+
+
+def mask(value: str) -> str:
+    """What a secret is replaced with: ``[REDACTED:3fa1c2]``."""
+    return f"[REDACTED:{fingerprint(value)}]"
+
+
+def _mask_url_safe(value: str) -> str:
+    # Inside URLs and query strings brackets would need escaping; keep it plain.
+    return f"REDACTED-{fingerprint(value)}"
+
+
+@dataclass(slots=True)
+class Redactor:
+    """Knows which header names and URL parameters are secret; pure functions over values."""
+
+    headers: frozenset[str] = field(default_factory=lambda: frozenset(DEFAULT_HEADERS))
+    params: tuple[str, ...] = DEFAULT_PARAMS
+    _param_re: re.Pattern[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = "|".join(re.escape(p) for p in sorted(set(self.params), key=len, reverse=True))
+        # name=value in query strings and in URLs embedded in bodies (value ends at & " ' space # < >)
+        self._param_re = re.compile(
+            rf"(?P<pre>(?:^|[?&;\s\"'])(?:{names}))=(?P<val>[^&\s\"'#<>;]*)", re.IGNORECASE
+        )
+
+    @classmethod
+    def with_extra(cls, headers: list[str] | None = None, params: list[str] | None = None) -> "Redactor":
+        return cls(
+            headers=frozenset(DEFAULT_HEADERS) | {h.lower() for h in headers or []},
+            params=tuple(DEFAULT_PARAMS) + tuple(p for p in params or [] if p),
+        )
+
+    def header_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(k, self.header_value(k, v)) for k, v in pairs]
+
+    def header_value(self, name: str, value: str) -> str:
+        if name.lower() not in self.headers:
+            return value
+        scheme, sep, token = value.partition(" ")
+        if sep and scheme.lower() in ("bearer", "basic", "token", "digest") and token:
+            return f"{scheme} {mask(token)}"  # keep the scheme: it helps debugging and is no secret
+        return mask(value)
+
+    def text(self, text: str) -> str:
+        """Redact secret parameters and URL credentials anywhere in a path, query or body."""
+        if "=" in text:
+            text = self._param_re.sub(self._sub_param, text)
+        if "://" in text:
+            text = _URL_CREDENTIALS.sub(_sub_credentials, text)
+        if "earer" in text or "asic" in text:
+            text = _BEARER.sub(_sub_bearer, text)
+        return text
+
+    def body(self, data: bytes) -> bytes:
+        """Redact a body's text; binary that is not UTF-8 is handled byte-for-byte safely."""
+        if not data or (b"=" not in data and b"://" not in data and b"earer" not in data
+                        and b"asic" not in data):
+            return data
+        text = data.decode("utf-8", "surrogateescape")
+        redacted = self.text(text)
+        return data if redacted == text else redacted.encode("utf-8", "surrogateescape")
+
+    @staticmethod
+    def _sub_param(m: re.Match[str]) -> str:
+        val = m.group("val")
+        if not val or val.startswith("REDACTED-"):
+            return m.group(0)
+        return f"{m.group('pre')}={_mask_url_safe(val)}"
+
+
+def _sub_credentials(m: re.Match[str]) -> str:
+    password = m.group("password")
+    if password.startswith("REDACTED-"):
+        return m.group(0)
+    return f"{m.group('scheme')}{m.group('user')}:{_mask_url_safe(password)}@"
+
+
+def _sub_bearer(m: re.Match[str]) -> str:
+    token = m.group("token")
+    if token.startswith("REDACTED-"):
+        return m.group(0)
+    return f"{m.group('scheme')} {_mask_url_safe(token)}"

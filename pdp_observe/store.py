@@ -1,0 +1,295 @@
+"""The SQLite capture store: schema and forward migrations, batched writes, queries, retention.
+
+One writer (the capture worker thread) owns a connection and commits in batches; readers
+(CLI, TUI, export) open their own connections, which WAL lets run beside the writer.
+Indexed columns hold what people filter and sort on; the whole :class:`Exchange` is kept as
+zstd-compressed JSON so that fields added by later capabilities need no new table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import zstandard
+
+from .exchange import Body, Exchange, Request, Response, Timings, operation_from_dict
+
+SCHEMA_VERSION = 2
+
+# Forward-only migrations: (version, name, SQL). Never edit a released one; append a new one.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "exchanges", """
+        CREATE TABLE exchanges (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            ts REAL NOT NULL,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            status INTEGER,
+            duration_ms REAL,
+            req_bytes INTEGER NOT NULL,
+            resp_bytes INTEGER,
+            failure TEXT,
+            truncated INTEGER NOT NULL DEFAULT 0,
+            record BLOB NOT NULL,
+            req_body BLOB,
+            resp_body BLOB
+        );
+        CREATE INDEX ix_exchanges_ts ON exchanges(ts);
+        CREATE INDEX ix_exchanges_status ON exchanges(status);
+        CREATE INDEX ix_exchanges_duration ON exchanges(duration_ms);
+        CREATE INDEX ix_exchanges_path ON exchanges(path);
+    """),
+    (2, "counters", """
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL DEFAULT 0);
+    """),
+]
+
+LIST_COLUMNS = ("id", "ts", "method", "path", "status", "duration_ms", "req_bytes",
+                "resp_bytes", "failure", "truncated")
+
+
+class StoreError(Exception):
+    """A store problem a person can act on (missing file, newer schema, ...)."""
+
+
+def classify_sqlite_error(exc: BaseException) -> str:
+    """Map a write failure to a drop reason shown to users (disk_full, locked, read_only...)."""
+    msg = str(exc).lower()
+    if "full" in msg:
+        return "disk_full"
+    if "locked" in msg or "busy" in msg:
+        return "locked"
+    if "readonly" in msg or "read-only" in msg:
+        return "read_only"
+    return "write_error"
+
+
+def _connect(path: str, *, timeout: float = 5.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> int:
+    """Apply pending migrations up to ``upto``; returns the resulting version."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
+    current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        raise StoreError(f"capture file has schema v{current}, newer than this pdp_observe "
+                         f"(v{SCHEMA_VERSION}); upgrade pdp_observe to read it")
+    for version, name, sql in MIGRATIONS:
+        if current < version <= upto:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in filter(str.strip, sql.split(";")):
+                    conn.execute(stmt)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            current = version
+    return current
+
+
+def open_db(path: str, *, create: bool) -> sqlite3.Connection:
+    if not create and not os.path.exists(path):
+        raise StoreError(f"no capture file at {path!r} (start `pdp-observe proxy --db {path}` first)")
+    fresh = not os.path.exists(path) or os.path.getsize(path) == 0
+    try:
+        conn = _connect(path)
+        if fresh:
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # lets retention give space back
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open capture file {path!r}: {exc}") from None
+    return conn
+
+
+class StoreWriter:
+    """The single writer. Not thread-safe by design: only the capture worker calls it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.conn = open_db(path, create=True)
+        self._zc = zstandard.ZstdCompressor(level=3)
+
+    def _row(self, ex: Exchange) -> tuple[Any, ...]:
+        z = self._zc.compress
+        rec = ex.to_dict()
+        resp = ex.response
+        return (
+            ex.id, ex.timings.received, ex.request.method, ex.request.path,
+            resp.status if resp else None, ex.timings.duration_ms,
+            ex.request.body.size, resp.body.size if resp else None,
+            ex.failure, int(ex.truncated),
+            z(json.dumps(rec, separators=(",", ":")).encode()),
+            z(ex.request.body.data) if ex.request.body.data else None,
+            z(resp.body.data) if resp and resp.body.data else None,
+        )
+
+    def write(self, exchanges: Iterable[Exchange]) -> int:
+        rows = [self._row(ex) for ex in exchanges]
+        if not rows:
+            return 0
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(
+                "INSERT INTO exchanges (id, ts, method, path, status, duration_ms, req_bytes, "
+                "resp_bytes, failure, truncated, record, req_body, resp_body) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        items = [(k, v) for k, v in deltas.items() if v]
+        if not items:
+            return
+        self.conn.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", items)
+
+    def used_bytes(self) -> int:
+        c = self.conn
+        pages = c.execute("PRAGMA page_count").fetchone()[0] - c.execute("PRAGMA freelist_count").fetchone()[0]
+        return pages * c.execute("PRAGMA page_size").fetchone()[0]
+
+    def prune(self, *, max_age: float = 0.0, max_bytes: int = 0, now: float | None = None) -> dict[str, int]:
+        """Delete the oldest captures past the age or size limit; returns counts by reason."""
+        pruned = {"age": 0, "size": 0}
+        conn = self.conn
+        if max_age > 0:
+            cutoff = (time.time() if now is None else now) - max_age
+            pruned["age"] = conn.execute("DELETE FROM exchanges WHERE ts < ?", (cutoff,)).rowcount
+        if max_bytes > 0:
+            while self.used_bytes() > max_bytes:
+                total = conn.execute("SELECT COUNT(*) FROM exchanges").fetchone()[0]
+                if total == 0:
+                    break
+                # Delete a tenth at a time: few passes, and never everything for a small overshoot.
+                n = max(1, total // 10)
+                pruned["size"] += conn.execute(
+                    "DELETE FROM exchanges WHERE seq IN (SELECT seq FROM exchanges ORDER BY ts, seq LIMIT ?)",
+                    (n,)).rowcount
+        if pruned["age"] or pruned["size"]:
+            conn.execute("PRAGMA incremental_vacuum")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return pruned
+
+    def close(self) -> None:
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            self.conn.close()
+
+
+@dataclass(slots=True)
+class ListRow:
+    """What ``ls`` shows per exchange: the indexed columns, no bodies."""
+
+    id: str
+    ts: float
+    method: str
+    path: str
+    status: int | None
+    duration_ms: float | None
+    req_bytes: int
+    resp_bytes: int | None
+    failure: str | None
+    truncated: bool
+
+
+class StoreReader:
+    """Read side for the CLI (and later TUI/export): queries never block the writer."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.conn = open_db(path, create=False)
+        self._zd = zstandard.ZstdDecompressor()
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM exchanges").fetchone()[0]
+
+    def last(self, n: int) -> list[ListRow]:
+        """The newest ``n`` exchanges, oldest first (like ``tail``)."""
+        cols = ", ".join(LIST_COLUMNS)
+        rows = self.conn.execute(
+            f"SELECT {cols} FROM exchanges ORDER BY ts DESC, seq DESC LIMIT ?", (n,)).fetchall()
+        return [ListRow(*r[:-1], bool(r[-1])) for r in reversed(rows)]
+
+    def iter_all(self) -> Iterator[ListRow]:
+        cols = ", ".join(LIST_COLUMNS)
+        for r in self.conn.execute(f"SELECT {cols} FROM exchanges ORDER BY ts, seq"):
+            yield ListRow(*r[:-1], bool(r[-1]))
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT name, value FROM counters").fetchall())
+
+    def resolve(self, prefix: str) -> str:
+        """Full id for a typed prefix; a clear error when none or several match."""
+        p = prefix.strip().lower()
+        if not p or any(c not in "0123456789abcdef" for c in p):
+            raise StoreError(f"{prefix!r} is not an exchange id (hex digits, as `ls` shows)")
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT id FROM exchanges WHERE id >= ? AND id < ? LIMIT 6", (p, p + "g"))]
+        if not ids:
+            raise StoreError(f"no exchange with id {prefix!r} in {self.path}")
+        if len(ids) > 1:
+            raise StoreError(f"id prefix {prefix!r} is ambiguous ({', '.join(ids[:5])}...): type more digits")
+        return ids[0]
+
+    def get(self, prefix: str) -> Exchange:
+        ex_id = self.resolve(prefix)
+        rec, req_body, resp_body = self.conn.execute(
+            "SELECT record, req_body, resp_body FROM exchanges WHERE id = ?", (ex_id,)).fetchone()
+        data = json.loads(self._zd.decompress(rec))
+        return exchange_from_dict(
+            data,
+            self._zd.decompress(req_body) if req_body else b"",
+            self._zd.decompress(resp_body) if resp_body else b"",
+        )
+
+    def check(self) -> list[str]:
+        """Problems found (empty = healthy): SQLite integrity and the schema version."""
+        problems = [r[0] for r in self.conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        version = self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
+        return problems
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def exchange_from_dict(data: dict[str, Any], req_body: bytes, resp_body: bytes) -> Exchange:
+    """Inverse of :meth:`Exchange.to_dict` plus the stored bodies."""
+    rq = data["request"]
+    request = Request(method=rq["method"], path=rq["path"],
+                      headers=[tuple(h) for h in rq["headers"]],  # type: ignore[misc]
+                      body=Body(data=req_body, **rq["body"]), http_version=rq.get("http_version", "1.1"))
+    response = None
+    if data.get("response"):
+        rs = data["response"]
+        response = Response(status=rs["status"], reason=rs["reason"],
+                            headers=[tuple(h) for h in rs["headers"]],  # type: ignore[misc]
+                            body=Body(data=resp_body, **rs["body"]))
+    return Exchange(
+        id=data["id"], request=request, response=response, timings=Timings(**data["timings"]),
+        client=data.get("client"), upstream=data.get("upstream"), failure=data.get("failure"),
+        failure_detail=data.get("failure_detail"), operation=operation_from_dict(data.get("operation")),
+        telemetry=data.get("telemetry"), pool=data.get("pool"), trace_id=data.get("trace_id"),
+        span_id=data.get("span_id"),
+    )

@@ -1,0 +1,128 @@
+"""Text renderings of exchanges for the CLI: the ``ls`` table, ``--json`` lines, ``show``.
+
+Pure functions from records to strings, so the same views serve the CLI, tests and later
+exports. ``ls --json`` field names are a contract for scripts: add fields, never rename.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .exchange import Exchange
+from .store import ListRow
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n}"
+
+
+def fmt_time(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+
+
+def row_json(r: ListRow) -> dict[str, Any]:
+    """The stable ``ls --json`` object."""
+    return {
+        "id": r.id, "ts": r.ts, "method": r.method, "path": r.path, "status": r.status,
+        "duration_ms": None if r.duration_ms is None else round(r.duration_ms, 3),
+        "req_bytes": r.req_bytes, "resp_bytes": r.resp_bytes, "failure": r.failure,
+        "truncated": r.truncated,
+    }
+
+
+def table(rows: list[ListRow], *, path_width: int = 48) -> str:
+    head = ("ID", "TIME", "METHOD", "PATH", "STATUS", "MS", "REQ", "RESP")
+    lines = []
+    for r in rows:
+        path = r.path if len(r.path) <= path_width else r.path[: path_width - 1] + "…"
+        status = str(r.status) if r.status is not None else "-"
+        if r.failure:
+            status += f" {r.failure}"
+        if r.truncated:
+            status += " (trunc)"
+        ms = "-" if r.duration_ms is None else f"{r.duration_ms:.1f}"
+        lines.append((r.id[:8], fmt_time(r.ts), r.method, path, status, ms,
+                      human_bytes(r.req_bytes), human_bytes(r.resp_bytes)))
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
+    right = {5, 6, 7}
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([fmt(head), *(fmt(line) for line in lines)])
+
+
+def drop_summary(counters: dict[str, int]) -> str | None:
+    """One line on what the store lost, or None when nothing was."""
+    dropped = {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("dropped.") and v}
+    pruned = {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("pruned.") and v}
+    parts = []
+    if dropped:
+        parts.append(f"{sum(dropped.values())} captures dropped ("
+                     + ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items())) + "); traffic was not affected")
+    if pruned:
+        parts.append(f"{sum(pruned.values())} pruned by retention ("
+                     + ", ".join(f"{k}: {v}" for k, v in sorted(pruned.items())) + ")")
+    return "; ".join(parts) or None
+
+
+def pretty_body(data: bytes, content_type: str | None) -> str:
+    """Pretty JSON when it parses; text when it decodes; a hex preview otherwise."""
+    if not data:
+        return "(empty)"
+    try:
+        return json.dumps(json.loads(data), indent=2, ensure_ascii=False)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        preview = data[:256].hex(" ")
+        return f"({len(data)} bytes of binary{', ' + content_type if content_type else ''}) {preview}"
+
+
+def show(ex: Exchange) -> str:
+    t = ex.timings
+    out = [f"exchange {ex.id}", f"  time      {fmt_time(t.received)} ({t.received:.6f})"]
+    out.append(f"  client    {ex.client or '-'} -> upstream {ex.upstream or '-'}")
+    timing = [f"total {t.duration_ms:.2f} ms" if t.duration_ms is not None else "unfinished"]
+    if t.upstream_connected is not None:
+        timing.append(f"upstream connected +{(t.upstream_connected - t.received) * 1000:.2f} ms")
+    if t.ttfb_ms is not None:
+        timing.append(f"first byte +{t.ttfb_ms:.2f} ms")
+    out.append("  timing    " + ", ".join(timing))
+    if ex.failure:
+        out.append(f"  FAILURE   {ex.failure}: {ex.failure_detail or ''}")
+    rq = ex.request
+    out += ["", f"> {rq.method} {rq.path} HTTP/{rq.http_version}"]
+    out += [f"> {k}: {v}" for k, v in rq.headers]
+    out += ["", _body_block(rq.body, _ctype(rq.headers))]
+    if ex.response is not None:
+        rs = ex.response
+        out += ["", f"< {rs.status} {rs.reason}"]
+        out += [f"< {k}: {v}" for k, v in rs.headers]
+        out += ["", _body_block(rs.body, _ctype(rs.headers))]
+    return "\n".join(out)
+
+
+def _ctype(headers: list[tuple[str, str]]) -> str | None:
+    return next((v for k, v in headers if k.lower() == "content-type"), None)
+
+
+def _body_block(body: Any, ctype: str | None) -> str:
+    note = f"body: {body.size} bytes, sha256 {body.sha256[:16]}…"
+    if body.encoding:
+        note += f", content-encoding {body.encoding} (decoded below)"
+    if body.truncated:
+        note += f", TRUNCATED: first {len(body.data)} bytes kept"
+    if body.decode_error:
+        note += f", {body.decode_error}"
+    return f"[{note}]\n{pretty_body(body.data, ctype)}"
