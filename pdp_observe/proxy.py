@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from typing import Any, AsyncIterator
 
 import aiohttp
+from yarl import URL
 from aiohttp import hdrs, web
 
 from .capture import RawCapture
@@ -226,7 +227,7 @@ class Proxy:
 
         try:
             resp = await self.session.request(
-                request.method, self.upstream + request.raw_path,
+                request.method, URL(self.upstream + request.raw_path, encoded=True),
                 headers=self._upstream_headers(request), data=data,
                 allow_redirects=False, compress=None, chunked=None,
             )

@@ -47,9 +47,15 @@ class Redactor:
     headers: frozenset[str] = field(default_factory=lambda: frozenset(DEFAULT_HEADERS))
     params: tuple[str, ...] = DEFAULT_PARAMS
     _param_re: re.Pattern[str] = field(init=False, repr=False)
+    _json_re: re.Pattern[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         names = "|".join(re.escape(p) for p in sorted(set(self.params), key=len, reverse=True))
+        # A secret header or parameter quoted in a JSON body, as a key ("api_key": "...") or as
+        # a [name, value] pair (an echoed header list, an error quoting the request).
+        keys = "|".join(re.escape(k) for k in sorted(set(self.headers) | set(self.params), key=len, reverse=True))
+        self._json_re = re.compile(
+            rf'(?P<pre>"(?:{keys})"\s*[:,]\s*")(?P<val>(?:[^"\\]|\\.)+)"', re.IGNORECASE)
         # name=value in query strings and in URLs embedded in bodies (value ends at & " ' space # < >)
         self._param_re = re.compile(
             rf"(?P<pre>(?:^|[?&;\s\"'])(?:{names}))=(?P<val>[^&\s\"'#<>;]*)", re.IGNORECASE
@@ -81,12 +87,13 @@ class Redactor:
             text = _URL_CREDENTIALS.sub(_sub_credentials, text)
         if "earer" in text or "asic" in text:
             text = _BEARER.sub(_sub_bearer, text)
+        if '"' in text:
+            text = self._json_re.sub(_sub_json, text)
         return text
 
     def body(self, data: bytes) -> bytes:
         """Redact a body's text; binary that is not UTF-8 is handled byte-for-byte safely."""
-        if not data or (b"=" not in data and b"://" not in data and b"earer" not in data
-                        and b"asic" not in data):
+        if not data:
             return data
         text = data.decode("utf-8", "surrogateescape")
         redacted = self.text(text)
@@ -112,3 +119,10 @@ def _sub_bearer(m: re.Match[str]) -> str:
     if token.startswith("REDACTED-"):
         return m.group(0)
     return f"{m.group('scheme')} {_mask_url_safe(token)}"
+
+
+def _sub_json(m: re.Match[str]) -> str:
+    val = m.group("val")
+    if "REDACTED" in val:
+        return m.group(0)
+    return f'{m.group("pre")}{mask(val)}"'

@@ -1,0 +1,188 @@
+"""The capture store: crash safety, migrations, retention, and drops that never touch traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+
+import aiohttp
+import pytest
+
+from pdp_observe.capture import RawCapture
+from pdp_observe.hub import Recorder
+from pdp_observe.redact import Redactor
+from pdp_observe.sidecar import start_sidecar
+from pdp_observe.store import SCHEMA_VERSION, StoreReader, StoreWriter, migrate
+from tests.conftest import await_stored, make_settings, run_cli
+
+
+def raw(i: int, wall: float | None = None, body: bytes = b'{"x":1}') -> RawCapture:
+    now = time.perf_counter()
+    cap = RawCapture(wall or time.time(), now, "POST", f"/q?i={i}", "1.1", "127.0.0.1", "http://u",
+                     [(b"Content-Type", b"application/json")])
+    cap.req_body, cap.req_size = body, len(body)
+    cap.status, cap.reason, cap.resp_headers = 200, "OK", [(b"Content-Length", b"2")]
+    cap.resp_body, cap.resp_size = b"{}", 2
+    cap.t_first_byte = cap.t_done = now + 0.001
+    return cap
+
+
+async def test_kill_9_mid_load_keeps_committed_rows(upstream, proxy_process, tmp_path):
+    db = tmp_path / "c.db"
+    proxy = proxy_process(upstream[0], db)
+    stop = asyncio.Event()
+    sent = 0
+
+    async def load(s: aiohttp.ClientSession) -> None:
+        nonlocal sent
+        while not stop.is_set():
+            try:
+                async with s.post(f"{proxy.url}/echo?n={sent}", data=b'{"a":1}') as r:
+                    await r.read()
+                sent += 1
+            except aiohttp.ClientError:
+                return
+
+    async with aiohttp.ClientSession() as s:
+        tasks = [asyncio.ensure_future(load(s)) for _ in range(8)]
+        await asyncio.sleep(1.5)
+        proxy.kill9()  # no drain, no checkpoint
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert sent > 100
+    reader = StoreReader(str(db))
+    assert reader.check() == []
+    rows = list(reader.iter_all())
+    assert 0 < len(rows) <= sent
+    for r in rows[:: max(1, len(rows) // 50)]:  # every stored row decodes in full
+        ex = reader.get(r.id)
+        assert ex.request.body.data == b'{"a":1}' and ex.response.status == 200
+
+
+def test_migrates_a_v1_file_forward_keeping_rows(tmp_path):
+    db = str(tmp_path / "v1.db")
+    conn = sqlite3.connect(db, isolation_level=None)
+    assert migrate(conn, upto=1) == 1
+    w = StoreWriter.__new__(StoreWriter)  # write one row with the v1 columns only
+    import zstandard
+
+    w.conn, w._zc = conn, zstandard.ZstdCompressor()
+    rec = Recorder(None, redactor=Redactor(), body_limit=1 << 20)
+    ex = rec.process([raw(1)])[0]
+    w.write([ex])
+    conn.close()
+
+    reader = StoreReader(db)  # opening migrates
+    assert reader.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
+    assert reader.check() == []
+    assert reader.get(ex.id).request.path == "/q?i=1"
+    assert reader.counters() == {}
+
+
+def test_newer_schema_is_refused_with_a_clear_message(tmp_path):
+    db = str(tmp_path / "new.db")
+    StoreWriter(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)")
+    conn.commit()
+    conn.close()
+    res = run_cli("ls", "--db", db)
+    assert res.returncode == 2 and "newer than this pdp_observe" in res.stderr
+
+
+def test_retention_prunes_oldest_by_age_and_size(tmp_path):
+    w = StoreWriter(str(tmp_path / "r.db"))
+    rec = Recorder(None, redactor=Redactor(), body_limit=1 << 20)
+    now = time.time()
+    old = rec.process([raw(i, wall=now - 10 * 86400 + i) for i in range(10)])
+    new = rec.process([raw(100 + i, wall=now - 100 + i, body=bytes(range(256)) * 40) for i in range(300)])
+    w.write(old + new)
+    assert w.prune(max_age=7 * 86400) == {"age": 10, "size": 0}
+    before = w.used_bytes()
+    pruned = w.prune(max_bytes=before // 3)
+    assert pruned["size"] > 0 and w.used_bytes() <= before // 3
+    reader = StoreReader(w.path)
+    remaining = [r.path for r in reader.iter_all()]
+    # the newest survive, the oldest went first
+    assert remaining == [f"/q?i={100 + i}" for i in range(300 - len(remaining), 300)]
+
+
+class BlockingWriter(StoreWriter):
+    """A disk that stalls: every write waits until released."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.release = threading.Event()
+
+    def write(self, exchanges):  # type: ignore[override]
+        self.release.wait(30)
+        return super().write(exchanges)
+
+
+class FailingWriter(StoreWriter):
+    """A disk that is full: every write fails the way SQLite reports it."""
+
+    def write(self, exchanges):  # type: ignore[override]
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+async def _hammer(port: int, n: int) -> list[int]:
+    async with aiohttp.ClientSession() as s:
+        async def one(i: int) -> int:
+            async with s.post(f"http://127.0.0.1:{port}/echo?i={i}", data=b"{}") as r:
+                await r.read()
+                return r.status
+        return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def test_full_queue_drops_captures_not_traffic(upstream, tmp_path):
+    db = tmp_path / "c.db"
+    writer = BlockingWriter(str(db))
+    sc = await start_sidecar(make_settings(upstream[0], db, queue_max=20), writer=writer)
+    sc.recorder.batch_max = 1  # the stuck write holds one capture; the queue holds 20 more
+    try:
+        statuses = await _hammer(sc.port, 300)
+        assert statuses == [200] * 300  # traffic untouched while the disk is stuck
+        dropped = sc.recorder.dropped()
+        assert dropped["queue_full"] >= 300 - 21
+        writer.release.set()
+        await await_stored(sc, 300)
+        assert sc.recorder.stored + dropped["queue_full"] == 300
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{sc.admin_port}/metrics") as r:
+                text = await r.text()
+        assert f'pdp_captures_dropped_total{{reason="queue_full"}} {float(dropped["queue_full"])}' in text
+    finally:
+        await sc.stop()
+    res = run_cli("ls", "--db", str(db))
+    assert res.returncode == 0
+    assert f"{dropped['queue_full']} captures dropped (queue_full: {dropped['queue_full']})" in res.stderr
+
+
+async def test_failing_disk_drops_are_counted_and_traffic_is_fine(upstream, tmp_path, caplog):
+    db = tmp_path / "c.db"
+    sc = await start_sidecar(make_settings(upstream[0], db), writer=FailingWriter(str(db)), report_every=0.2)
+    try:
+        statuses = await _hammer(sc.port, 200)
+        assert statuses == [200] * 200
+        await await_stored(sc, 200)
+        assert sc.recorder.stored == 0
+        assert sc.recorder.dropped() == {"disk_full": 200}
+        await asyncio.sleep(0.3)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{sc.admin_port}/healthz") as r:
+                assert (await r.json())["dropped"] == {"disk_full": 200}
+    finally:
+        await sc.stop()
+    assert "captures dropped so far: 200 (disk_full=200)" in caplog.text
+
+
+def test_ls_reports_drops_recorded_in_the_file(tmp_path):
+    w = StoreWriter(str(tmp_path / "c.db"))
+    w.add_counters({"dropped.queue_full": 3, "dropped.disk_full": 2, "pruned.age": 7})
+    w.close()
+    res = run_cli("ls", "--db", str(tmp_path / "c.db"))
+    assert "5 captures dropped (disk_full: 2, queue_full: 3)" in res.stderr
+    assert "7 pruned by retention (age: 7)" in res.stderr

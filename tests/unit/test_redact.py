@@ -1,0 +1,41 @@
+from pdp_observe.redact import Redactor, fingerprint
+
+
+def test_headers_keep_scheme_and_fingerprint():
+    r = Redactor()
+    assert r.header_value("authorization", "Bearer abc") == f"Bearer [REDACTED:{fingerprint('abc')}]"
+    assert r.header_value("Cookie", "a=b") == f"[REDACTED:{fingerprint('a=b')}]"
+    assert r.header_value("Content-Type", "application/json") == "application/json"
+
+
+def test_query_params_in_paths_and_body_urls():
+    r = Redactor.with_extra(params=["sig"])
+    out = r.text("/v1/x?api_key=K1&x=1&APIKEY=K2&token=T&sig=S&keep=api_key")
+    for secret in ("K1", "K2", "=T", "=S"):
+        assert secret not in out.replace("REDACTED-", "")
+    assert "x=1" in out and "keep=api_key" in out
+    body = r.text('{"url":"prisma+postgres://localhost:5/?api_key=eyJhbGci.xyz"}')
+    assert "eyJhbGci" not in body and body.endswith('REDACTED-' + fingerprint("eyJhbGci.xyz") + '"}')
+
+
+def test_connection_string_passwords_and_leaked_bearer_tokens():
+    r = Redactor()
+    out = r.text('postgresql://app:hunter2@db:5432/app and "Bearer sk_live_x1"')
+    assert "hunter2" not in out and "sk_live_x1" not in out
+    assert "postgresql://app:REDACTED-" in out and "@db:5432/app" in out
+
+
+def test_redaction_is_idempotent_and_binary_safe():
+    r = Redactor()
+    once = r.text("/q?api_key=abc")
+    assert r.text(once) == once
+    blob = b"\xff\xfe api_key=zzz \x00"
+    assert b"zzz" not in r.body(blob) and r.body(blob).startswith(b"\xff\xfe")
+    assert r.body(b"no secrets here") == b"no secrets here"
+
+
+def test_secret_names_quoted_in_json_bodies():
+    r = Redactor.with_extra(headers=["X-Api-Secret"])
+    out = r.text('{"headers": [["Cookie", "s=1"], ["X-Api-Secret", "v\\"2"]], "api_key": "k3", "name": "ok"}')
+    assert "s=1" not in out and 'v\\"2' not in out and "k3" not in out
+    assert '"name": "ok"' in out and '["Cookie", "[REDACTED:' in out
