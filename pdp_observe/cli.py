@@ -14,7 +14,7 @@ import sys
 
 from . import __version__
 from .config import Settings, add_arguments, from_sources
-from .store import StoreError, StoreReader
+from .store import Filter, StoreError, StoreReader
 from .views import drop_summary, row_json, show, table
 
 DESCRIPTION = """\
@@ -52,7 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=20, metavar="N", help="how many (default 20; 0 = all)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per line (stable field names: id, ts, method, path, status, "
-                   "duration_ms, req_bytes, resp_bytes, failure, truncated)")
+                   "duration_ms, req_bytes, resp_bytes, failure, truncated, protocol, kind, model, "
+                   "action, fingerprint, txn, error_code, sql; operations for a batch)")
+    p.add_argument("--model", help="only this Prisma model (e.g. User)")
+    p.add_argument("--action", help="only this action (e.g. findMany, createOne)")
+    p.add_argument("--status", help="HTTP status: 500, >=400, 4xx")
+    p.add_argument("--code", help="Prisma error code (e.g. P2002)")
+    p.add_argument("--min-ms", type=float, metavar="MS", help="only exchanges that took at least MS")
+    p.add_argument("--txn", help="only this interactive transaction (id or prefix)")
 
     p = sub.add_parser("show", help="show one exchange: headers (redacted) and bodies",
                        description="Show one exchange in full. Any unique prefix of its id works.")
@@ -77,11 +84,13 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     reader = StoreReader(args.db)
     try:
-        rows = list(reader.iter_all()) if args.last == 0 else reader.last(args.last)
+        flt = Filter(model=args.model, action=args.action, status=args.status, code=args.code,
+                     min_ms=args.min_ms, txn=args.txn)
+        rows = reader.last(args.last, flt)
         summary = drop_summary(reader.counters())
         if args.json:
             for r in rows:
-                print(json.dumps(row_json(r), separators=(",", ":")))
+                print(json.dumps(row_json(r, reader.operation(r.id)), separators=(",", ":")))
         else:
             print(table(rows))
             total = reader.count()

@@ -19,7 +19,7 @@ import zstandard
 
 from .exchange import Body, Exchange, Request, Response, Timings, operation_from_dict
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Forward-only migrations: (version, name, SQL). Never edit a released one; append a new one.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -48,10 +48,42 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (2, "counters", """
         CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL DEFAULT 0);
     """),
+    (3, "decoded operations and transactions", """
+        ALTER TABLE exchanges ADD COLUMN protocol TEXT;
+        ALTER TABLE exchanges ADD COLUMN kind TEXT;
+        ALTER TABLE exchanges ADD COLUMN model TEXT;
+        ALTER TABLE exchanges ADD COLUMN action TEXT;
+        ALTER TABLE exchanges ADD COLUMN fingerprint TEXT;
+        ALTER TABLE exchanges ADD COLUMN txn TEXT;
+        ALTER TABLE exchanges ADD COLUMN error_code TEXT;
+        ALTER TABLE exchanges ADD COLUMN sql_count INTEGER;
+        CREATE INDEX ix_exchanges_model_action ON exchanges(model, action);
+        CREATE INDEX ix_exchanges_fingerprint ON exchanges(fingerprint);
+        CREATE INDEX ix_exchanges_txn ON exchanges(txn);
+        CREATE INDEX ix_exchanges_error_code ON exchanges(error_code);
+        CREATE TABLE transactions (
+            txn TEXT PRIMARY KEY,
+            protocol TEXT,
+            started REAL,
+            ended REAL,
+            duration_ms REAL,
+            query_count INTEGER NOT NULL DEFAULT 0,
+            outcome TEXT NOT NULL,
+            isolation_level TEXT,
+            error_code TEXT,
+            start_seen INTEGER NOT NULL DEFAULT 1,
+            exchange_ids TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX ix_transactions_started ON transactions(started);
+    """),
 ]
 
 LIST_COLUMNS = ("id", "ts", "method", "path", "status", "duration_ms", "req_bytes",
-                "resp_bytes", "failure", "truncated")
+                "resp_bytes", "failure", "truncated", "protocol", "kind", "model", "action",
+                "fingerprint", "txn", "error_code", "sql_count")
+_INSERT = ("INSERT INTO exchanges (id, ts, method, path, status, duration_ms, req_bytes, resp_bytes, "
+           "failure, truncated, record, req_body, resp_body, protocol, kind, model, action, "
+           "fingerprint, txn, error_code, sql_count) VALUES (" + ",".join("?" * 21) + ")")
 
 
 class StoreError(Exception):
@@ -126,6 +158,7 @@ class StoreWriter:
         z = self._zc.compress
         rec = ex.to_dict()
         resp = ex.response
+        op = ex.operation
         return (
             ex.id, ex.timings.received, ex.request.method, ex.request.path,
             resp.status if resp else None, ex.timings.duration_ms,
@@ -134,19 +167,22 @@ class StoreWriter:
             z(json.dumps(rec, separators=(",", ":")).encode()),
             z(ex.request.body.data) if ex.request.body.data else None,
             z(resp.body.data) if resp and resp.body.data else None,
+            *((op.protocol, op.kind, op.model, op.action, op.fingerprint, op.txn, op.error_code,
+               len(op.sql)) if op is not None else (None,) * 8),
         )
 
-    def write(self, exchanges: Iterable[Exchange]) -> int:
+    def write(self, exchanges: Iterable[Exchange], transactions: Iterable[Any] = ()) -> int:
+        """Insert exchanges and upsert the transactions they touched, in one commit."""
         rows = [self._row(ex) for ex in exchanges]
-        if not rows:
+        txs = [_tx_row(t) for t in transactions]
+        if not rows and not txs:
             return 0
         conn = self.conn
         conn.execute("BEGIN")
         try:
-            conn.executemany(
-                "INSERT INTO exchanges (id, ts, method, path, status, duration_ms, req_bytes, "
-                "resp_bytes, failure, truncated, record, req_body, resp_body) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            conn.executemany(_INSERT, rows)
+            if txs:
+                conn.executemany(_TX_UPSERT, txs)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -196,6 +232,27 @@ class StoreWriter:
             self.conn.close()
 
 
+_TX_COLUMNS = ("txn", "protocol", "started", "ended", "duration_ms", "query_count", "outcome",
+               "isolation_level", "error_code", "start_seen", "exchange_ids")
+# A transaction seen again (more queries, its end) replaces its row; a record rebuilt after a
+# restart (start not seen) must not erase what the first one knew.
+_TX_UPSERT = (
+    f"INSERT INTO transactions ({', '.join(_TX_COLUMNS)}) VALUES ({','.join('?' * len(_TX_COLUMNS))}) "
+    "ON CONFLICT(txn) DO UPDATE SET ended = excluded.ended, duration_ms = "
+    "CASE WHEN excluded.start_seen THEN excluded.duration_ms ELSE (excluded.ended - started) * 1000 END, "
+    "query_count = CASE WHEN excluded.start_seen THEN excluded.query_count "
+    "ELSE query_count + excluded.query_count END, outcome = excluded.outcome, "
+    "error_code = COALESCE(excluded.error_code, error_code), "
+    "exchange_ids = CASE WHEN excluded.start_seen THEN excluded.exchange_ids "
+    "ELSE json_insert(exchange_ids, '$[#]', json(excluded.exchange_ids)) END"
+)
+
+
+def _tx_row(t: Any) -> tuple[Any, ...]:
+    return (t.txn, t.protocol, t.started, t.ended, t.duration_ms, t.query_count, t.outcome,
+            t.isolation_level, t.error_code, int(t.start_seen), json.dumps(t.exchange_ids))
+
+
 @dataclass(slots=True)
 class ListRow:
     """What ``ls`` shows per exchange: the indexed columns, no bodies."""
@@ -210,6 +267,58 @@ class ListRow:
     resp_bytes: int | None
     failure: str | None
     truncated: bool
+    protocol: str | None = None
+    kind: str | None = None
+    model: str | None = None
+    action: str | None = None
+    fingerprint: str | None = None
+    txn: str | None = None
+    error_code: str | None = None
+    sql_count: int | None = None
+
+
+@dataclass(slots=True)
+class Filter:
+    """``ls`` filters; each set field narrows the result (all must hold)."""
+
+    model: str | None = None
+    action: str | None = None
+    status: str | None = None  # "500", ">=400", "4xx"
+    code: str | None = None
+    min_ms: float | None = None
+    txn: str | None = None  # id or prefix
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for col, value in (("model", self.model), ("action", self.action), ("error_code", self.code)):
+            if value:
+                clauses.append(f"{col} = ? COLLATE NOCASE")
+                params.append(value)
+        if self.txn:
+            clauses.append("txn >= ? AND txn < ?")
+            params += [self.txn, self.txn + "\uffff"]
+        if self.min_ms is not None:
+            clauses.append("duration_ms >= ?")
+            params.append(self.min_ms)
+        if self.status:
+            sql, p = status_clause(self.status)
+            clauses.append(sql)
+            params += p
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def status_clause(text: str) -> tuple[str, list[Any]]:
+    """``"500"`` / ``">=400"`` / ``"4xx"`` → SQL on the status column."""
+    t = text.strip().lower()
+    if len(t) == 3 and t[0].isdigit() and t[1:] == "xx":
+        base = int(t[0]) * 100
+        return "status >= ? AND status < ?", [base, base + 100]
+    for op in (">=", "<=", "!=", ">", "<", "="):
+        if t.startswith(op) and t[len(op):].strip().isdigit():
+            return f"status {op} ?", [int(t[len(op):])]
+    if t.isdigit():
+        return "status = ?", [int(t)]
+    raise StoreError(f"--status {text!r}: use 500, >=400, <300 or 4xx")
 
 
 class StoreReader:
@@ -223,17 +332,40 @@ class StoreReader:
     def count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM exchanges").fetchone()[0]
 
-    def last(self, n: int) -> list[ListRow]:
-        """The newest ``n`` exchanges, oldest first (like ``tail``)."""
+    def last(self, n: int, flt: Filter | None = None) -> list[ListRow]:
+        """The newest ``n`` matching exchanges (``0`` = all), oldest first (like ``tail``)."""
+        where, params = (flt or Filter()).where()
         cols = ", ".join(LIST_COLUMNS)
-        rows = self.conn.execute(
-            f"SELECT {cols} FROM exchanges ORDER BY ts DESC, seq DESC LIMIT ?", (n,)).fetchall()
-        return [ListRow(*r[:-1], bool(r[-1])) for r in reversed(rows)]
+        limit = " LIMIT ?" if n else ""
+        rows = self.conn.execute(f"SELECT {cols} FROM exchanges{where} ORDER BY ts DESC, seq DESC{limit}",
+                                 [*params, n] if n else params).fetchall()
+        return [_list_row(r) for r in reversed(rows)]
 
     def iter_all(self) -> Iterator[ListRow]:
         cols = ", ".join(LIST_COLUMNS)
         for r in self.conn.execute(f"SELECT {cols} FROM exchanges ORDER BY ts, seq"):
-            yield ListRow(*r[:-1], bool(r[-1]))
+            yield _list_row(r)
+
+    def operation(self, ex_id: str) -> Any:
+        """The decoded Operation of one exchange (from its record), or None."""
+        row = self.conn.execute("SELECT record FROM exchanges WHERE id = ?", (ex_id,)).fetchone()
+        if row is None:
+            return None
+        return operation_from_dict(json.loads(self._zd.decompress(row[0])).get("operation"))
+
+    def transaction(self, txn: str) -> dict[str, Any] | None:
+        row = self.conn.execute(f"SELECT {', '.join(_TX_COLUMNS)} FROM transactions WHERE txn = ?",
+                                (txn,)).fetchone()
+        if row is None:
+            return None
+        out = dict(zip(_TX_COLUMNS, row))
+        out["exchange_ids"] = json.loads(out["exchange_ids"])
+        out["start_seen"] = bool(out["start_seen"])
+        return out
+
+    def transactions(self) -> list[dict[str, Any]]:
+        return [t for (txn,) in self.conn.execute("SELECT txn FROM transactions ORDER BY started")
+                if (t := self.transaction(txn)) is not None]
 
     def counters(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT name, value FROM counters").fetchall())
@@ -272,6 +404,12 @@ class StoreReader:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _list_row(r: tuple[Any, ...]) -> ListRow:
+    values = list(r)
+    values[9] = bool(values[9])
+    return ListRow(*values)
 
 
 def exchange_from_dict(data: dict[str, Any], req_body: bytes, resp_body: bytes) -> Exchange:

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from .exchange import Exchange
+from .exchange import Exchange, Operation
 from .store import ListRow
 
 
@@ -28,18 +28,35 @@ def fmt_time(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
 
 
-def row_json(r: ListRow) -> dict[str, Any]:
-    """The stable ``ls --json`` object."""
-    return {
+def row_json(r: ListRow, op: Operation | None = None) -> dict[str, Any]:
+    """The stable ``ls --json`` object (add fields; never rename one)."""
+    out: dict[str, Any] = {
         "id": r.id, "ts": r.ts, "method": r.method, "path": r.path, "status": r.status,
         "duration_ms": None if r.duration_ms is None else round(r.duration_ms, 3),
         "req_bytes": r.req_bytes, "resp_bytes": r.resp_bytes, "failure": r.failure,
         "truncated": r.truncated,
+        "protocol": r.protocol, "kind": r.kind, "model": r.model, "action": r.action,
+        "fingerprint": r.fingerprint, "txn": r.txn, "error_code": r.error_code,
+        "sql": [s.sql for s in op.sql] if op is not None else [],
     }
+    if op is not None and op.kind == "batch":
+        out["operations"] = [{"model": o.get("model"), "action": o.get("action")} for o in op.operations]
+    return out
 
 
-def table(rows: list[ListRow], *, path_width: int = 48) -> str:
-    head = ("ID", "TIME", "METHOD", "PATH", "STATUS", "MS", "REQ", "RESP")
+def operation_label(r: ListRow) -> str:
+    """``User.findMany`` / ``batch(3)`` / ``tx_start`` — what a person calls the request."""
+    if r.model and r.action:
+        return f"{r.model}.{r.action}"
+    if r.action:
+        return r.action
+    if r.kind and r.kind not in ("other", "query"):
+        return r.kind
+    return "-"
+
+
+def table(rows: list[ListRow], *, path_width: int = 40) -> str:
+    head = ("ID", "TIME", "METHOD", "PATH", "OPERATION", "STATUS", "CODE", "MS", "SQL", "TXN", "REQ", "RESP")
     lines = []
     for r in rows:
         path = r.path if len(r.path) <= path_width else r.path[: path_width - 1] + "…"
@@ -49,10 +66,11 @@ def table(rows: list[ListRow], *, path_width: int = 48) -> str:
         if r.truncated:
             status += " (trunc)"
         ms = "-" if r.duration_ms is None else f"{r.duration_ms:.1f}"
-        lines.append((r.id[:8], fmt_time(r.ts), r.method, path, status, ms,
-                      human_bytes(r.req_bytes), human_bytes(r.resp_bytes)))
+        lines.append((r.id[:8], fmt_time(r.ts), r.method, path, operation_label(r), status,
+                      r.error_code or "-", ms, str(r.sql_count) if r.sql_count else "-",
+                      r.txn[:8] if r.txn else "-", human_bytes(r.req_bytes), human_bytes(r.resp_bytes)))
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
-    right = {5, 6, 7}
+    right = {7, 8, 10, 11}
 
     def fmt(cells: tuple[str, ...]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -101,6 +119,8 @@ def show(ex: Exchange) -> str:
     out.append("  timing    " + ", ".join(timing))
     if ex.failure:
         out.append(f"  FAILURE   {ex.failure}: {ex.failure_detail or ''}")
+    if ex.operation is not None:
+        out += ["", *operation_block(ex.operation)]
     rq = ex.request
     out += ["", f"> {rq.method} {rq.path} HTTP/{rq.http_version}"]
     out += [f"> {k}: {v}" for k, v in rq.headers]
@@ -126,3 +146,26 @@ def _body_block(body: Any, ctype: str | None) -> str:
     if body.decode_error:
         note += f", {body.decode_error}"
     return f"[{note}]\n{pretty_body(body.data, ctype)}"
+
+
+def operation_block(op: Operation) -> list[str]:
+    """The decoded Prisma operation, above the raw HTTP: what the request meant."""
+    what = f"{op.model}.{op.action}" if op.model and op.action else (op.action or op.kind)
+    lines = [f"prisma    {what}  [{op.protocol}, {op.kind}]"]
+    facts = [("fingerprint", op.fingerprint), ("transaction", op.txn), ("isolation", op.isolation_level),
+             ("client", op.client_version), ("schema", op.schema_hash)]
+    for name, value in facts:
+        if value:
+            lines.append(f"  {name:<10}{value}")
+    if op.error_code or op.error_message:
+        lines.append(f"  ERROR     {op.error_code or ''} {op.error_message or ''}".rstrip())
+    for i, o in enumerate(op.operations):
+        lines.append(f"  op[{i}]     {o.get('model') or ''}.{o.get('action') or ''}")
+    for i, st in enumerate(op.sql, 1):
+        params = f"  -- {st.param_count} params" if st.param_count else ""
+        lines.append(f"  sql[{i}]    {st.sql}{params}")
+    if shape := op.details.get("shape"):
+        lines.append(f"  shape     {shape}")
+    if op.reason:
+        lines.append(f"  note      {op.reason}")
+    return lines

@@ -54,6 +54,27 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+MAX_NEST = 16
+"""Deepest structure copied into an Operation (error meta, SQL parameters)."""
+
+
+def bounded(value: Any, depth: int = MAX_NEST) -> Any:
+    """``value`` with anything nested deeper than ``depth`` replaced by ``"…"``.
+
+    JSON that ``json.loads`` accepted can still be ~1000 levels deep; copied as-is into an
+    Operation it would make every later ``asdict``/``json.dumps`` hit the recursion limit.
+    """
+    if isinstance(value, dict):
+        if depth <= 0:
+            return "…"
+        return {k: bounded(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if depth <= 0:
+            return "…"
+        return [bounded(v, depth - 1) for v in value]
+    return value
+
+
 def _to_bytes(data: Any) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)

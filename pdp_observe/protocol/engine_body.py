@@ -14,7 +14,7 @@ from typing import Any
 
 from ..exchange import SqlStatement
 from . import graphql
-from ._wire import as_dict, as_list, as_str
+from ._wire import as_dict, as_list, as_str, bounded
 from .fingerprint import fingerprint, normalize_sql, query_sig
 
 RAW_ACTIONS = frozenset({"queryRaw", "executeRaw", "findRaw", "aggregateRaw", "runCommandRaw"})
@@ -36,8 +36,16 @@ class EngineOp:
         return "raw" if self.action in RAW_ACTIONS else "query"
 
     @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.model, self.action, self.sig)
+    def fingerprint(self) -> str | None:
+        """None when the operation could not be named: unknown shapes must not group together."""
+        return fingerprint(self.model, self.action, self.sig) if self.action else None
+
+    @property
+    def shape(self) -> str:
+        """``User.findMany(where:{id:?}){id}`` or ``queryRaw: SELECT ? …``, for people."""
+        if self.sql is not None:
+            return f"{self.action}: {self.sig}"
+        return f"{self.model or ''}.{self.action}{self.sig}"
 
 
 @dataclass(slots=True)
@@ -118,8 +126,7 @@ def _graphql_op(document: str) -> EngineOp:
     name, query = fields[0]
     model, action = graphql.split_field(name)
     problem = None if action else f"unknown GraphQL root field {name[:80]!r}"
-    op = _op(model, action or name, query if isinstance(query, dict) else {}, problem)
-    return op
+    return _op(model, action or name, query if isinstance(query, dict) else {}, problem)
 
 
 def _op(model: str | None, action: str | None, query: dict[str, Any], problem: str | None) -> EngineOp:
@@ -144,4 +151,4 @@ def _raw_sql(arguments: dict[str, Any]) -> SqlStatement | None:
             params = []
     elif isinstance(raw, list):
         params = raw
-    return SqlStatement(sql=sql, params=params, param_count=len(params))
+    return SqlStatement(sql=sql, params=bounded(params), param_count=len(params))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exchange import Operation
-from ._wire import MAX_TEXT, as_dict, as_list, as_str
+from ._wire import MAX_TEXT, as_dict, as_list, as_str, bounded
 
 
 @dataclass(slots=True)
@@ -55,7 +55,7 @@ def apply(op: Operation, info: ErrorInfo | None) -> None:
         op.error_code = info.code
         op.error_message = info.message[:MAX_TEXT] if info.message else None
         if info.meta not in (None, {}, []):
-            op.details["error_meta"] = info.meta
+            op.details["error_meta"] = bounded(info.meta)
 
 
 def apply_all(op: Operation, infos: list[ErrorInfo]) -> None:

@@ -97,27 +97,43 @@ def selection_sig(selection: Any, depth: int = 0) -> str:
 
 _SQL_TOKEN = re.compile(
     r"""
-      (?P<ident>"(?:[^"]|"")*"|`[^`]*`)
-    | (?P<comment>/\*.*?\*/|--[^\n]*)
-    | (?P<value>'(?:[^']|'')*'|\$\d+|@P\d+|\?|(?<![\w$.])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w$]))
+      (?P<ident>"(?:[^"]|"")*(?:"|\Z)|`[^`]*(?:`|\Z))
+    | (?P<comment>/\*.*?(?:\*/|\Z)|--[^\n]*)
+    | (?P<value>'(?:[^']|'')*(?:'|\Z)|\$\d+|@P\d+|\?)
+    | (?P<number>(?<![\w$.])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w$]))
     | (?P<space>\s+)
     """,
     re.X | re.S,
 )
+# An unterminated quote or comment runs to the end of the text instead of failing: a failed
+# match would be retried at every later quote, which is quadratic on hostile input.
 _PLACEHOLDER_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
 _GROUP_RUN = re.compile(r"\(\.\.\.\)(?:\s*,\s*\(\.\.\.\))+")
+_SPACES = re.compile(r"  +")
 
 
-def _sql_token(match: re.Match[str]) -> str:
+def _literal_token(match: re.Match[str]) -> str:
     kind = match.lastgroup
     if kind == "ident":
+        return match.group()
+    return "?" if kind in ("value", "number") else " "
+
+
+def _compiled_token(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind in ("ident", "number"):
         return match.group()
     return "?" if kind == "value" else " "
 
 
-def normalize_sql(sql: str) -> str:
-    """SQL with values, placeholders, comments and list lengths removed (module rules)."""
-    out = _SQL_TOKEN.sub(_sql_token, sql).strip()
+def normalize_sql(sql: str, numbers: bool = True) -> str:
+    """SQL with values, placeholders, comments and list lengths removed (module rules).
+
+    ``numbers=False`` keeps numeric literals: SQL compiled by Prisma binds every value as a
+    parameter, so its numbers are structure (``WHERE 1=1``), unlike a user's raw SQL.
+    """
+    out = _SQL_TOKEN.sub(_literal_token if numbers else _compiled_token, sql)
+    out = _SPACES.sub(" ", out).strip()
     out = _PLACEHOLDER_LIST.sub("(...)", out)
     return _GROUP_RUN.sub("(...)", out)
 

@@ -179,7 +179,7 @@ class _Parser:
         if kind in ("string", "block"):
             return _string(kind, text)
         if kind == "number":
-            return float(text) if any(c in text for c in ".eE") else int(text)
+            return _number(text)
         if kind == "name":
             return _LITERALS[text] if text in _LITERALS else text
         if text == "$":
@@ -205,6 +205,14 @@ class _Parser:
             obj[key] = self.value(depth + 1)
         self.expect("}")
         return obj
+
+
+def _number(text: str) -> int | float | str:
+    """A numeric literal; one too long for ``int()`` (over 4300 digits) stays text."""
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return text
 
 
 def _string(kind: str, text: str) -> str:

@@ -41,7 +41,7 @@ async def test_ls_and_show_on_real_traffic(upstream, proxy_process, tmp_path):
     proxy.stop()
 
     table = run_cli("ls", "--db", str(db), "--last", "5").stdout.splitlines()
-    assert table[0].split() == ["ID", "TIME", "METHOD", "PATH", "STATUS", "MS", "REQ", "RESP"]
+    assert table[0].split() == ["ID", "TIME", "METHOD", "PATH", "OPERATION", "STATUS", "CODE", "MS", "SQL", "TXN", "REQ", "RESP"]
     assert len(table) == 1 + 5 + 2 and "5 of 26 exchanges" in table[-1]
     assert "/gzip" in table[5]
 

@@ -65,20 +65,22 @@ def test_migrates_a_v1_file_forward_keeping_rows(tmp_path):
     db = str(tmp_path / "v1.db")
     conn = sqlite3.connect(db, isolation_level=None)
     assert migrate(conn, upto=1) == 1
-    w = StoreWriter.__new__(StoreWriter)  # write one row with the v1 columns only
     import zstandard
 
-    w.conn, w._zc = conn, zstandard.ZstdCompressor()
-    rec = Recorder(None, redactor=Redactor(), body_limit=1 << 20)
-    ex = rec.process([raw(1)])[0]
-    w.write([ex])
+    w = StoreWriter.__new__(StoreWriter)  # a row as a v1 writer wrote it: the v1 columns only
+    w._zc = zstandard.ZstdCompressor()
+    ex = Recorder(None, redactor=Redactor(), body_limit=1 << 20).process([raw(1)])[0]
+    conn.execute("INSERT INTO exchanges (id, ts, method, path, status, duration_ms, req_bytes, resp_bytes, "
+                 "failure, truncated, record, req_body, resp_body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                 w._row(ex)[:13])
     conn.close()
 
     reader = StoreReader(db)  # opening migrates
     assert reader.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
     assert reader.check() == []
     assert reader.get(ex.id).request.path == "/q?i=1"
-    assert reader.counters() == {}
+    assert reader.counters() == {} and reader.transactions() == []
+    assert reader.last(1)[0].model is None  # decoded columns exist, empty for old rows
 
 
 def test_newer_schema_is_refused_with_a_clear_message(tmp_path):
