@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from .capture import RawCapture, build_exchange
 from .exchange import Exchange
@@ -25,7 +25,8 @@ from .store import StoreWriter, classify_sqlite_error
 
 log = logging.getLogger("pdp_observe.hub")
 
-Processor = Callable[[list[Exchange]], None]
+Processor = Callable[[list[Exchange]], "list[Any] | None"]
+"""Fills fields on a batch's exchanges; may return extra records (transactions) to store."""
 
 
 class Sink(Protocol):
@@ -151,14 +152,15 @@ class Recorder:
             except Exception as exc:  # noqa: BLE001 - bad input costs one capture, not the worker
                 log.debug("capture build failed: %r", exc)
                 self._drop("process_error", 1)
+        extra: list[Any] = []
         for proc in self.processors:
             try:
-                proc(exchanges)
+                extra.extend(proc(exchanges) or ())
             except Exception as exc:  # noqa: BLE001
-                log.warning("processor %s failed: %r", getattr(proc, "__name__", proc), exc)
+                log.warning("processor %s failed: %r", getattr(proc, "name", proc), exc)
         if self.writer is not None and exchanges:
             try:
-                self.writer.write(exchanges)
+                self.writer.write(exchanges, extra)
                 self.stored += len(exchanges)
             except Exception as exc:  # noqa: BLE001 - disk trouble is counted, never raised
                 reason = classify_sqlite_error(exc)

@@ -20,6 +20,7 @@ from .admin import build_admin_app
 from .config import Settings
 from .hub import Recorder
 from .metrics import ExchangeMetrics, RecorderCollector
+from .pipeline import DecodeOperations
 from .proxy import Proxy, serve
 from .redact import Redactor
 from .store import StoreWriter
@@ -93,6 +94,7 @@ async def start_sidecar(settings: Settings, *, writer: StoreWriter | None = None
         max_db_size=settings.max_db_size,
     )
     registry = registry or CollectorRegistry()
+    recorder.processors.append(DecodeOperations())
     recorder.sinks.append(ExchangeMetrics(registry))
     proxy = Proxy(settings.upstream, recorder, body_limit=settings.capture_body_limit,
                   preserve_host=settings.preserve_host, forwarded_headers=settings.forwarded_headers,

@@ -243,8 +243,9 @@ _TX_UPSERT = (
     "query_count = CASE WHEN excluded.start_seen THEN excluded.query_count "
     "ELSE query_count + excluded.query_count END, outcome = excluded.outcome, "
     "error_code = COALESCE(excluded.error_code, error_code), "
-    "exchange_ids = CASE WHEN excluded.start_seen THEN excluded.exchange_ids "
-    "ELSE json_insert(exchange_ids, '$[#]', json(excluded.exchange_ids)) END"
+    "exchange_ids = CASE WHEN excluded.start_seen THEN excluded.exchange_ids ELSE "
+    "(SELECT json_group_array(value) FROM (SELECT value FROM json_each(transactions.exchange_ids) "
+    "UNION ALL SELECT value FROM json_each(excluded.exchange_ids))) END"
 )
 
 

@@ -60,29 +60,58 @@ class Transaction:
     start_seen: bool = True
 
 
-def group_transactions(items: Iterable[Item]) -> list[Transaction]:
-    """Group decoded exchanges into transactions, in order of their first exchange."""
-    found: list[Transaction] = []
-    by_id: dict[str, Transaction] = {}
-    for exchange_id, received, done, op in items:
+class TransactionTracker:
+    """Follows transactions one exchange at a time, across batches (the capture worker's view).
+
+    ``feed`` returns the transaction the exchange touched (to be stored) or None. Recent
+    transactions, ended ones included (a rollback often follows an expiry), are held in
+    memory; ``max_open`` bounds that memory — the oldest is forgotten first (it stays stored).
+    """
+
+    def __init__(self, max_open: int = 10000) -> None:
+        self.max_open = max_open
+        self.open: dict[str, Transaction] = {}  # insertion-ordered: oldest first
+
+    def feed(self, exchange_id: str, received: float, done: float | None, op: Operation) -> Transaction | None:
         if not isinstance(op, Operation):
-            continue
+            return None
         if op.kind == "tx_start":
             tx = _start(exchange_id, received, done, op)
-            found.append(tx)
             if tx.txn:
-                by_id[tx.txn] = tx
-        elif op.txn:
-            tx = by_id.get(op.txn)
-            if tx is None:
-                tx = by_id[op.txn] = _unseen_start(op, received)
-                found.append(tx)
-            tx.exchange_ids.append(exchange_id)
-            _follow(tx, op, done if done is not None else received)
-    for tx in found:
-        if tx.started is not None and tx.ended is not None:
-            tx.duration_ms = (tx.ended - tx.started) * 1000.0
-    return found
+                self._hold(tx)
+            return _finish(tx)
+        if not op.txn:
+            return None
+        tx = self.open.get(op.txn)
+        if tx is None:
+            tx = _unseen_start(op, received)
+            self._hold(tx)
+        tx.exchange_ids.append(exchange_id)
+        _follow(tx, op, done if done is not None else received)
+        return _finish(tx)
+
+    def _hold(self, tx: Transaction) -> None:
+        assert tx.txn is not None
+        if len(self.open) >= self.max_open:
+            self.open.pop(next(iter(self.open)))
+        self.open[tx.txn] = tx
+
+
+def _finish(tx: Transaction) -> Transaction:
+    if tx.started is not None and tx.ended is not None:
+        tx.duration_ms = (tx.ended - tx.started) * 1000.0
+    return tx
+
+
+def group_transactions(items: Iterable[Item]) -> list[Transaction]:
+    """Group decoded exchanges into transactions, in order of their first exchange."""
+    tracker = TransactionTracker(max_open=1 << 62)
+    found: dict[int, Transaction] = {}
+    for exchange_id, received, done, op in items:
+        tx = tracker.feed(exchange_id, received, done, op)
+        if tx is not None:
+            found.setdefault(id(tx), tx)
+    return list(found.values())
 
 
 def _start(exchange_id: str, received: float, done: float | None, op: Operation) -> Transaction:

@@ -118,15 +118,15 @@ class BlockingWriter(StoreWriter):
         super().__init__(path)
         self.release = threading.Event()
 
-    def write(self, exchanges):  # type: ignore[override]
+    def write(self, exchanges, transactions=()):  # type: ignore[override]
         self.release.wait(30)
-        return super().write(exchanges)
+        return super().write(exchanges, transactions)
 
 
 class FailingWriter(StoreWriter):
     """A disk that is full: every write fails the way SQLite reports it."""
 
-    def write(self, exchanges):  # type: ignore[override]
+    def write(self, exchanges, transactions=()):  # type: ignore[override]
         raise sqlite3.OperationalError("database or disk is full")
 
 

@@ -1,0 +1,35 @@
+"""Processors the capture worker runs on each batch, between capture and storage.
+
+Each processor takes the batch's exchanges, may fill fields on them, and may return records
+for the store to keep beside them (transactions). They run in the worker thread, never on
+the request path; a processor that fails costs its own work for that batch, nothing else.
+"""
+
+from __future__ import annotations
+
+from .exchange import Exchange
+from .protocol import decode
+from .transactions import Transaction, TransactionTracker
+
+
+class DecodeOperations:
+    """Fill ``Exchange.operation`` from the redacted request/response, then follow transactions."""
+
+    name = "decode"
+
+    def __init__(self, max_open_transactions: int = 10000) -> None:
+        self.tracker = TransactionTracker(max_open=max_open_transactions)
+
+    def __call__(self, exchanges: list[Exchange]) -> list[Transaction]:
+        touched: dict[int, Transaction] = {}
+        for ex in exchanges:
+            rq, rs = ex.request, ex.response
+            ex.operation = op = decode(
+                rq.method, rq.path, rq.headers, rq.body.data,
+                rs.status if rs else None, rs.headers if rs else None, rs.body.data if rs else None,
+                truncated=ex.truncated,
+            )
+            tx = self.tracker.feed(ex.id, ex.timings.received, ex.timings.done, op)
+            if tx is not None and tx.txn:
+                touched[id(tx)] = tx
+        return list(touched.values())
