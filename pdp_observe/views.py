@@ -156,7 +156,7 @@ def operation_block(op: Operation) -> list[str]:
              ("client", op.client_version), ("schema", op.schema_hash)]
     for name, value in facts:
         if value:
-            lines.append(f"  {name:<10}{value}")
+            lines.append(f"  {name:<12}{value}")
     if op.error_code or op.error_message:
         lines.append(f"  ERROR     {op.error_code or ''} {op.error_message or ''}".rstrip())
     for i, o in enumerate(op.operations):
