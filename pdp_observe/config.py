@@ -104,6 +104,9 @@ class Settings:
                                parse=parse_bool)
     forwarded_headers: bool = _opt(True, "Add X-Forwarded-For/-Proto/-Host to forwarded requests.",
                                    parse=parse_bool)
+    rewrite_itx_endpoint: bool = _opt(True, "Data Proxy: when a transaction/start answer names the "
+                                      "upstream as the itx endpoint, name the sidecar instead, so the "
+                                      "transaction's requests stay observable.", parse=parse_bool)
     connect_timeout: float = _opt(5.0, "Upstream connect timeout; on expiry the client gets a 504.",
                                   parse=parse_duration, metavar="DURATION")
     read_timeout: float = _opt(300.0, "Upstream read timeout (max silence while waiting for bytes); "

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import defaultdict, deque
 from contextvars import ContextVar
@@ -122,6 +123,43 @@ def filter_headers(items: Any, *, drop_host: bool) -> tuple[list[tuple[str, str]
     return out, frozenset(names)
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+_ENDPOINT_RE = re.compile(rb'("data-proxy"\s*:\s*\{\s*"endpoint"\s*:\s*")(https?://[^/"]+)')
+
+
+def _origin_parts(origin: str) -> tuple[str, str, int]:
+    u = URL(origin)
+    return u.scheme, (u.host or "").lower(), u.port or (443 if u.scheme == "https" else 80)
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Origins equal, counting localhost/127.0.0.1/::1 as one host (servers name themselves freely)."""
+    sa, ha, pa = _origin_parts(a)
+    sb, hb, pb = _origin_parts(b)
+    return sa == sb and pa == pb and (ha == hb or (ha in _LOOPBACK_NAMES and hb in _LOOPBACK_NAMES))
+
+
+def rewrite_itx_endpoint(body: bytes, upstream_origin: str, client_origin: str) -> bytes | None:
+    """Point a Data Proxy itx endpoint that names the upstream back at the sidecar.
+
+    A Data Proxy answers ``transaction/start`` with ``"data-proxy": {"endpoint": URL}`` and the
+    client sends the transaction's queries, commit and rollback to that URL, not to the base
+    URL. If it names the upstream, the transaction would bypass the sidecar; so the origin is
+    swapped for the one the client used to reach the sidecar. Endpoints naming another host
+    (a specific node behind a balancer) are left alone. Returns None when nothing changed.
+    """
+    m = _ENDPOINT_RE.search(body)
+    if m is None:
+        return None
+    origin = m.group(2).decode("latin-1")
+    try:
+        if not same_origin(origin, upstream_origin) or same_origin(origin, client_origin):
+            return None
+    except ValueError:
+        return None
+    return body[: m.start(2)] + client_origin.encode("latin-1") + body[m.end(2):]
+
+
 def error_response(status: int, message: str, upstream: str) -> web.Response:
     body = json.dumps({"error": message, "upstream": upstream, "source": "pdp_observe"})
     return web.Response(status=status, text=body, content_type="application/json")
@@ -149,8 +187,9 @@ class Proxy:
     def __init__(self, upstream: str, recorder: Recorder, *, body_limit: int = 1024**2,
                  preserve_host: bool = False, forwarded_headers: bool = True,
                  connect_timeout: float = 5.0, read_timeout: float = 300.0,
-                 pool_size: int = 100) -> None:
+                 pool_size: int = 100, rewrite_itx_endpoint: bool = True) -> None:
         self.upstream = upstream.rstrip("/")
+        self.rewrite_itx_endpoint = rewrite_itx_endpoint
         self.recorder = recorder
         self.body_limit = body_limit
         self.preserve_host = preserve_host
@@ -271,11 +310,19 @@ class Proxy:
         headers, sent = filter_headers(resp.headers.items(), drop_host=False)
         clen = resp.content_length
         whole = clen is not None and clen <= WHOLE_BODY_MAX
+        if not whole and self.rewrite_itx_endpoint and request.method == "POST" and resp.status == 200 \
+                and request.path.endswith("/transaction/start"):
+            whole = True  # a tiny JSON answer we may need to edit (see rewrite_itx_endpoint)
         out = _PassthroughResponse(resp.status, resp.reason or "", headers, sent, buffer_headers=whole)
         if clen is not None:
             out.content_length = clen
         if whole or request.method == "HEAD" or resp.status in (204, 304):
             body = await self._read_whole(resp, cap)
+            if b'"data-proxy"' in body and (new := self._rewrite_itx(request, body)) is not None:
+                body = cap.resp_body = new
+                out.content_length = len(new)
+            elif clen is None and whole:
+                out.content_length = len(body)
             await out.prepare(request)
             await out.write_eof(body)
             cap.t_done = _perf()
@@ -291,6 +338,11 @@ class Proxy:
         await out.write_eof()
         cap.t_done = _perf()
         return out
+
+    def _rewrite_itx(self, request: web.BaseRequest, body: bytes) -> bytes | None:
+        if not self.rewrite_itx_endpoint or request.method != "POST" or not request.path.endswith("/transaction/start"):
+            return None
+        return rewrite_itx_endpoint(body, self.upstream, f"{request.scheme}://{request.host}")
 
     async def _read_whole(self, resp: aiohttp.ClientResponse, cap: RawCapture) -> bytes:
         try:

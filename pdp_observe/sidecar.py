@@ -99,7 +99,7 @@ async def start_sidecar(settings: Settings, *, writer: StoreWriter | None = None
     proxy = Proxy(settings.upstream, recorder, body_limit=settings.capture_body_limit,
                   preserve_host=settings.preserve_host, forwarded_headers=settings.forwarded_headers,
                   connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
-                  pool_size=settings.upstream_pool_size)
+                  pool_size=settings.upstream_pool_size, rewrite_itx_endpoint=settings.rewrite_itx_endpoint)
     registry.register(RecorderCollector(recorder, lambda: proxy.in_flight))
     sc = Sidecar(settings, recorder, proxy, registry)
     recorder.start()

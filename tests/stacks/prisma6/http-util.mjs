@@ -2,6 +2,13 @@
 // qe619/dp619 servers: `res.write(body); res.end()` (so Transfer-Encoding: chunked) and
 // Keep-Alive timeout=60.
 import http from 'node:http'
+import { appendFileSync } from 'node:fs'
+
+// REQUEST_LOG=<file>: one JSON line per request, written on arrival — the tests' independent
+// count of what reached the server (to prove the sidecar recorded each request exactly once).
+export function logRequest(method, path) {
+  if (process.env.REQUEST_LOG) appendFileSync(process.env.REQUEST_LOG, JSON.stringify({ method, path }) + '\n')
+}
 
 export function readBody(req) {
   return new Promise((resolve, reject) => {
@@ -33,6 +40,7 @@ export function sendJson(res, status, value, extraHeaders = []) {
  */
 export function listen(handler, { port, info, onClose = async () => {}, printReady = true }) {
   const server = http.createServer((req, res) => {
+    logRequest(req.method, req.url)
     Promise.resolve(handler(req, res)).catch((err) => {
       console.error(err)
       if (!res.headersSent) sendJson(res, 500, { is_panic: false, message: String(err?.message ?? err), backtrace: null })

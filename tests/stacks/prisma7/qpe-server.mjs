@@ -15,7 +15,19 @@ import {
   version,
   withActiveLogger,
 } from '@prisma/query-plan-executor'
+import { appendFileSync } from 'node:fs'
 import { parseArgs } from '../common/args.mjs'
+
+// REQUEST_LOG=<file>: one JSON line per request on arrival (the tests' independent count).
+function logged(fetch) {
+  const file = process.env.REQUEST_LOG
+  if (!file) return fetch
+  return (req, ...rest) => {
+    const url = new URL(req.url)
+    appendFileSync(file, JSON.stringify({ method: req.method, path: url.pathname + url.search }) + '\n')
+    return fetch(req, ...rest)
+  }
+}
 
 const args = parseArgs(process.argv.slice(2))
 const port = Number(args.port ?? process.env.PORT ?? 0)
@@ -38,7 +50,7 @@ await withActiveLogger(logger, async () => {
     maxTransactionWaitTime: parseDuration('PT5M'),
     maxResponseSize: parseSize('128 MiB'),
   })
-  const http = serve({ fetch: server.fetch, port, hostname: '127.0.0.1' }, (info) => {
+  const http = serve({ fetch: logged(server.fetch), port, hostname: '127.0.0.1' }, (info) => {
     console.log(JSON.stringify({ ready: true, port: info.port, kind: 'qpe', version }))
   })
   const stop = async () => {
