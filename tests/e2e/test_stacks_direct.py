@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.stacks import harness
+from tests.stacks import expected_steps, harness
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def _http(method: str, url: str, body: bytes | None = None, headers: dict[str, s
 
 
 def _assert_matches_recording(stack: str, steps: list[dict[str, Any]]) -> None:
-    expected = harness.expected_steps(stack)
+    expected = expected_steps(stack)
     assert [s["step"] for s in steps] == [e["step"] for e in expected]
     for got, exp in zip(steps, expected):
         where = f"{stack} step {exp['n']} {exp['step']!r}: {json.dumps(got)[:600]}"
@@ -109,7 +109,7 @@ def test_engine_pool_exhaustion_gives_p2024(postgres: harness.Postgres, tmp_path
 
 def test_dataproxy_server_routes(postgres: harness.Postgres, tmp_path: Path) -> None:
     db_url = postgres.create_database("dataproxy_routes")
-    schema_b64 = base64.b64encode((harness.STACKS_DIR / "prisma6" / "dataproxy" / "schema.prisma").read_bytes())
+    schema_b64 = base64.b64encode((harness.SOURCE_DIR / "prisma6" / "dataproxy" / "schema.prisma").read_bytes())
     schema_hash = hashlib.sha256(schema_b64).hexdigest()
     with harness.start_server("dataproxy", db_url, log_dir=tmp_path) as server:
         base = f"{server.base_url}/6.19.0/{schema_hash}"

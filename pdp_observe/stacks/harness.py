@@ -1,4 +1,9 @@
-"""Real-Prisma test harness: pinned npm projects, a throwaway PostgreSQL, Prisma servers, workloads.
+"""Real Prisma stacks: pinned npm projects, a throwaway PostgreSQL, Prisma servers, workloads.
+
+Used by the demo (``pdp-observe demo``) and by the test suite. The npm projects ship inside the
+package; they are installed in place in a source checkout, and into a per-user cache directory
+(``$PDP_STACKS_DIR``, default ``~/.cache/pdp_observe/stacks-<version>``) when the package was
+installed into site-packages.
 
 Everything runs on 127.0.0.1. Every process started here is stopped by PID (its process group)
 by ``stop()``, by the context managers, and — as a last resort — at interpreter exit.
@@ -35,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STACKS_DIR = Path(__file__).resolve().parent
-SCHEMA_SQL = STACKS_DIR / "schema" / "schema.sql"
-EXPECTED_DIR = STACKS_DIR / "expected"
+SOURCE_DIR = Path(__file__).resolve().parent
+SCHEMA_SQL = SOURCE_DIR / "schema" / "schema.sql"
+_COPY_IGNORE = shutil.ignore_patterns("node_modules", "generated", "__pycache__", ".install.lock", "*.py")
 PG_BIN = Path(os.environ.get("PDP_PG_BIN", "/usr/lib/postgresql/15/bin"))
 API_KEY = "test"
 HOST = "127.0.0.1"
@@ -57,7 +62,6 @@ _GENERATE_ENV = {
     "PRISMA_HIDE_UPDATE_MESSAGE": "1",
 }
 _PRISMA_CLI = "node_modules/prisma/build/index.js"
-_LAUNCHER = STACKS_DIR / "prisma6" / "query-engine"
 
 #: project -> list of (generate argv tail, extra env, output dir that must exist afterwards)
 _GENERATE: dict[str, list[tuple[list[str], dict[str, str], str]]] = {
@@ -65,7 +69,7 @@ _GENERATE: dict[str, list[tuple[list[str], dict[str, str], str]]] = {
     "prisma6": [
         (
             ["generate", "--schema", "binary/schema.prisma"],
-            {"PRISMA_CLI_QUERY_ENGINE_TYPE": "binary", "PRISMA_QUERY_ENGINE_BINARY": str(_LAUNCHER)},
+            {"PRISMA_CLI_QUERY_ENGINE_TYPE": "binary", "PRISMA_QUERY_ENGINE_BINARY": "{dir}/query-engine"},
             "binary/generated",
         ),
         (
@@ -152,10 +156,24 @@ def _require_node() -> tuple[str, str]:
 # npm projects
 
 
+def stacks_dir() -> Path:
+    """Where the npm projects are installed: in place in a checkout, else a copy in a cache dir."""
+    env = os.environ.get("PDP_STACKS_DIR")
+    installed = any(part in ("site-packages", "dist-packages") for part in SOURCE_DIR.parts)
+    if not env and not installed and os.access(SOURCE_DIR, os.W_OK):
+        return SOURCE_DIR
+    from pdp_observe import __version__  # noqa: PLC0415
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    target = Path(env) if env else cache / "pdp_observe" / f"stacks-{__version__}"
+    shutil.copytree(SOURCE_DIR, target, ignore=_COPY_IGNORE, dirs_exist_ok=True)
+    return target
+
+
 def project_dir(name: str) -> Path:
     if name not in _GENERATE:
         raise HarnessError(f"unknown npm project {name!r}; expected one of {sorted(_GENERATE)}")
-    return STACKS_DIR / name
+    return stacks_dir() / name
 
 
 #: files (relative to the project) whose content decides whether install + generate must re-run
@@ -215,7 +233,8 @@ def ensure_installed(name: str, *, force: bool = False) -> Path:
             _run([npm, "install", "--ignore-scripts", "--no-audit", "--no-fund"], pdir)
         for argv_tail, extra_env, out in _GENERATE[name]:
             shutil.rmtree(pdir / out, ignore_errors=True)
-            _run([node, _PRISMA_CLI, *argv_tail], pdir, env={**_GENERATE_ENV, **extra_env}, timeout=120)
+            env = {k: v.format(dir=pdir) for k, v in {**_GENERATE_ENV, **extra_env}.items()}
+            _run([node, _PRISMA_CLI, *argv_tail], pdir, env=env, timeout=120)
             if not (pdir / out).is_dir():
                 raise HarnessError(f"prisma generate did not create {pdir / out}")
         stamp.write_text(wanted + "\n")
@@ -310,7 +329,7 @@ def start_postgres(tmp_path: Path | str | None = None, *, dbname: str = "pdp", t
     """Starts a throwaway cluster (initdb + postgres as the `postgres` user when root).
 
     Listens on 127.0.0.1 and a free port with fsync off; creates database ``dbname`` and applies
-    tests/stacks/schema/schema.sql. The cluster lives in a fresh directory under /tmp (the
+    pdp_observe/stacks/schema/schema.sql. The cluster lives in a fresh directory under /tmp (the
     postgres user must be able to reach it; pytest's tmp_path is root-only); its server log is
     written to ``tmp_path/postgres.log`` when tmp_path is given. Returns a :class:`Postgres`;
     call ``stop()`` (or use it as a context manager).
@@ -601,7 +620,3 @@ def comparable(steps: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return [(s["n"], s["step"], s["outcome"], s.get("code"), s.get("result"), s.get("outcomes")) for s in steps]
 
 
-def expected_steps(stack: str) -> list[dict[str, Any]]:
-    """The recorded client-side step log of ``stack`` (tests/stacks/expected/<stack>.steps.jsonl)."""
-    path = EXPECTED_DIR / f"{stack}.steps.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
