@@ -22,6 +22,7 @@ pdp_observe: a recording proxy for the HTTP hop between a Prisma Client and a Pr
 (query engine, Data Proxy, or Prisma 7 query-plan executor). It forwards every request
 untouched and records each one to a SQLite capture file you can list and inspect.
 
+  pdp-observe demo        # a real Prisma 7 stack with the sidecar in between, captures shown
   pdp-observe proxy --listen 127.0.0.1:4466 --upstream http://127.0.0.1:4467 --db captures.db
   pdp-observe ls --db captures.db --last 20
   pdp-observe show --db captures.db <id>
@@ -45,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "environment variable named in its help. Stop with Ctrl-C (captures in "
                        "flight are written before exit).")
     add_arguments(p, Settings)
+
+    p = sub.add_parser("demo", help="run a real Prisma 7 stack with the sidecar in between and show the captures",
+                       description="Install the pinned Prisma 7.2 npm packages (first run only; needs Node >= 20 "
+                       "and npm), start `prisma dev` (the Prisma 7 query-plan executor over an embedded PGlite "
+                       "database), put pdp_observe in front of it (127.0.0.1:4466, admin :9466, or free ports), "
+                       "run a small workload through a real Prisma Client and show what was recorded. "
+                       "Everything it starts is stopped on exit and on Ctrl-C.")
+    p.add_argument("--db", default="pdp-demo.db", help="capture file to (re)create (default pdp-demo.db)")
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave the stack and the sidecar running after the workload, until Ctrl-C")
 
     p = sub.add_parser("ls", help="list recorded exchanges",
                        description="List the newest recorded exchanges, oldest first.")
@@ -119,7 +130,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"proxy": cmd_proxy, "ls": cmd_ls, "show": cmd_show}
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo  # noqa: PLC0415
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    return run_demo(args.db, args.keep_running)
+
+
+COMMANDS = {"proxy": cmd_proxy, "demo": cmd_demo, "ls": cmd_ls, "show": cmd_show}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,21 +151,21 @@ def _body_block(body: Any, ctype: str | None) -> str:
 def operation_block(op: Operation) -> list[str]:
     """The decoded Prisma operation, above the raw HTTP: what the request meant."""
     what = f"{op.model}.{op.action}" if op.model and op.action else (op.action or op.kind)
-    lines = [f"prisma    {what}  [{op.protocol}, {op.kind}]"]
+    lines = [f"prisma      {what}  [{op.protocol}, {op.kind}]"]
     facts = [("fingerprint", op.fingerprint), ("transaction", op.txn), ("isolation", op.isolation_level),
              ("client", op.client_version), ("schema", op.schema_hash)]
     for name, value in facts:
         if value:
             lines.append(f"  {name:<12}{value}")
     if op.error_code or op.error_message:
-        lines.append(f"  ERROR     {op.error_code or ''} {op.error_message or ''}".rstrip())
+        lines.append(f"  {'ERROR':<12}{op.error_code or ''} {op.error_message or ''}".rstrip())
     for i, o in enumerate(op.operations):
-        lines.append(f"  op[{i}]     {o.get('model') or ''}.{o.get('action') or ''}")
+        lines.append(f"  {f'op[{i}]':<12}{o.get('model') or ''}.{o.get('action') or ''}")
     for i, st in enumerate(op.sql, 1):
         params = f"  -- {st.param_count} params" if st.param_count else ""
-        lines.append(f"  sql[{i}]    {st.sql}{params}")
+        lines.append(f"  {f'sql[{i}]':<12}{st.sql}{params}")
     if shape := op.details.get("shape"):
-        lines.append(f"  shape     {shape}")
+        lines.append(f"  {'shape':<12}{shape}")
     if op.reason:
-        lines.append(f"  note      {op.reason}")
+        lines.append(f"  {'note':<12}{op.reason}")
     return lines

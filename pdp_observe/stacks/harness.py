@@ -111,7 +111,8 @@ def _unregister(pid: int) -> None:
 
 
 @atexit.register
-def _stop_all() -> None:
+def stop_all() -> None:
+    """Stop every process this module started that is still running (also run at exit)."""
     with _live_lock:
         items = list(_live.values())
     for obj in items:

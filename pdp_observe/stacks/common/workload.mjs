@@ -261,6 +261,12 @@ export async function runDemoWorkload(prisma, { emitter = makeEmitter() } = {}) 
       return tx.post.count()
     }),
   )
+  await step('D3b interactive transaction (rolled back)', () =>
+    prisma.$transaction(async (tx) => {
+      await tx.user.create({ data: { email: 'temp@example.test', name: 'Temp' } })
+      throw new Error(ROLLBACK_MESSAGE)
+    }),
+  )
   await step('D4 create duplicate email (P2002)', () => prisma.user.create({ data: { email: 'ada@example.test' } }))
   // Sequential on purpose: PGlite serves one connection at a time, so concurrent requests make the
   // executor's pool open a second connection that waits ~20 s for the first to be released.
