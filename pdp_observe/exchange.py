@@ -116,8 +116,9 @@ class Operation:
     """What Prisma asked for, decoded from one HTTP request (and its response).
 
     ``protocol`` names the wire generation: ``"engine-json"``, ``"engine-graphql"``,
-    ``"dataproxy"``, ``"qpe"`` (Prisma 7 query-plan executor) or ``"unknown"`` (then
-    ``reason`` says why). ``kind`` says what the request does on that protocol:
+    ``"engine"`` (a body-less engine endpoint: transaction start/commit/rollback, status,
+    metrics — nothing on the wire tells JSON from GraphQL there), ``"dataproxy"``, ``"qpe"``
+    (Prisma 7 query-plan executor) or ``"unknown"`` (then ``reason`` says why). ``kind`` says what the request does on that protocol:
     ``query``, ``batch``, ``raw``, ``tx_start``, ``tx_commit``, ``tx_rollback``,
     ``schema_upload``, ``connection_info``, ``health``, ``metrics``, ``other``.
     A batch has one entry per operation in ``operations`` (each with model/action).
