@@ -139,6 +139,7 @@ def test_demo_server_and_workload(tmp_path: Path) -> None:
         ("D1 create user with nested posts", "ok", None),
         ("D2 findMany include", "ok", None),
         ("D3 interactive transaction (commit)", "ok", None),
+        ("D3b interactive transaction (rolled back)", "error", "ROLLBACK"),
         ("D4 create duplicate email (P2002)", "error", "P2002"),
         ("D5 count users", "ok", None),
         ("D6 aggregate posts", "ok", None),
@@ -147,4 +148,4 @@ def test_demo_server_and_workload(tmp_path: Path) -> None:
         {"id": 1, "title": "Ada post 1", "authorId": 1},
         {"id": 2, "title": "Ada post 2", "authorId": 1},
     ]
-    assert steps[5]["result"] == {"_count": {"_all": 3}, "_max": {"id": 3}}
+    assert steps[-1]["result"] == {"_count": {"_all": 3}, "_max": {"id": 3}}
