@@ -71,6 +71,41 @@ class RawCapture:
         return len(self.req_body) + len(self.resp_body)
 
 
+def keep_whole(body: bytes, limit: int) -> tuple[bytes, int, str | None, bool]:
+    """(kept prefix, size, sha256 or None, truncated) for a body read whole on the hot path.
+
+    The hash is computed here only when the body is cut (the worker cannot hash what it does
+    not have); otherwise the worker hashes the complete bytes off the path.
+    """
+    if len(body) > limit:
+        return body[:limit], len(body), hashlib.sha256(body).hexdigest(), True
+    return body, len(body), None, False
+
+
+class BodyTee:
+    """A streamed body's capped prefix, full size and running sha256, chunk by chunk."""
+
+    __slots__ = ("limit", "parts", "held", "size", "_hash")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.held = 0
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self._hash.update(chunk)
+        if self.held < self.limit:
+            piece = chunk[: self.limit - self.held]
+            self.parts.append(piece)
+            self.held += len(piece)
+
+    def result(self) -> tuple[bytes, int, str, bool]:
+        return b"".join(self.parts), self.size, self._hash.hexdigest(), self.size > self.held
+
+
 def new_id() -> str:
     """16 hex digits, random: short prefixes are unique enough to type (``show 3fa1``)."""
     return secrets.token_hex(8)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import json
 import logging
 import re
@@ -27,7 +26,7 @@ import aiohttp
 from yarl import URL
 from aiohttp import hdrs, web
 
-from .capture import RawCapture
+from .capture import BodyTee, RawCapture, keep_whole
 from .exchange import Failure
 from .hub import Recorder
 
@@ -252,15 +251,8 @@ class Proxy:
         clen = request.content_length
         if clen is not None and clen <= WHOLE_BODY_MAX:
             if clen:
-                body = await request.read()
-                cap.req_size = len(body)
-                if len(body) > self.body_limit:
-                    cap.req_sha256 = hashlib.sha256(body).hexdigest()
-                    cap.req_truncated = True
-                    cap.req_body = body[: self.body_limit]
-                else:
-                    cap.req_body = body
-                data = body
+                data = await request.read()
+                cap.req_body, cap.req_size, cap.req_sha256, cap.req_truncated = keep_whole(data, self.body_limit)
         elif request.body_exists:
             data = self._tee_request(request, cap)
 
@@ -290,19 +282,13 @@ class Proxy:
 
     async def _tee_request(self, request: web.BaseRequest, cap: RawCapture) -> AsyncIterator[bytes]:
         """Stream the request body upstream while keeping a capped prefix, size and sha256."""
-        limit, parts, held, h, size = self.body_limit, [], 0, hashlib.sha256(), 0
+        tee = BodyTee(self.body_limit)
         try:
             async for chunk in request.content.iter_chunked(STREAM_CHUNK):
-                size += len(chunk)
-                h.update(chunk)
-                if held < limit:
-                    piece = chunk[: limit - held]
-                    parts.append(piece)
-                    held += len(piece)
+                tee.feed(chunk)
                 yield chunk
         finally:
-            cap.req_body, cap.req_size, cap.req_sha256 = b"".join(parts), size, h.hexdigest()
-            cap.req_truncated = size > held
+            cap.req_body, cap.req_size, cap.req_sha256, cap.req_truncated = tee.result()
 
     async def _relay(self, request: web.BaseRequest, resp: aiohttp.ClientResponse,
                      cap: RawCapture) -> web.StreamResponse:
@@ -350,43 +336,31 @@ class Proxy:
         except Exception as exc:  # noqa: BLE001
             cap.failure, cap.failure_detail = Failure.UPSTREAM_RESET, f"upstream body failed: {exc!r}"
             raise
-        cap.resp_size = len(body)
-        if len(body) > self.body_limit:
-            cap.resp_sha256 = hashlib.sha256(body).hexdigest()
-            cap.resp_truncated = True
-            cap.resp_body = body[: self.body_limit]
-        else:
-            cap.resp_body = body
+        cap.resp_body, cap.resp_size, cap.resp_sha256, cap.resp_truncated = keep_whole(body, self.body_limit)
         return body
 
     async def _stream_response(self, resp: aiohttp.ClientResponse, out: web.StreamResponse,
                                cap: RawCapture) -> None:
-        limit, parts, held, h, size = self.body_limit, [], 0, hashlib.sha256(), 0
+        tee = BodyTee(self.body_limit)
         try:
             while True:
                 try:
                     chunk = await resp.content.readany()
                 except Exception as exc:  # noqa: BLE001 - upstream died mid-body
                     cap.failure = Failure.UPSTREAM_RESET
-                    cap.failure_detail = f"upstream closed mid-response after {size} bytes: {exc!r}"
+                    cap.failure_detail = f"upstream closed mid-response after {tee.size} bytes: {exc!r}"
                     raise
                 if not chunk:
                     break
-                size += len(chunk)
-                h.update(chunk)
-                if held < limit:
-                    piece = chunk[: limit - held]
-                    parts.append(piece)
-                    held += len(piece)
+                tee.feed(chunk)
                 try:
                     await out.write(chunk)
                 except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
                     cap.failure = Failure.CLIENT_ABORT
-                    cap.failure_detail = f"client went away mid-response after {size} bytes: {exc!r}"
+                    cap.failure_detail = f"client went away mid-response after {tee.size} bytes: {exc!r}"
                     raise
         finally:
-            cap.resp_body, cap.resp_size, cap.resp_sha256 = b"".join(parts), size, h.hexdigest()
-            cap.resp_truncated = size > held
+            cap.resp_body, cap.resp_size, cap.resp_sha256, cap.resp_truncated = tee.result()
 
 
 async def serve(proxy: Proxy, host: str, port: int) -> tuple[asyncio.AbstractServer, web.Server]:

@@ -14,7 +14,7 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -22,14 +22,6 @@ from tests.stacks import expected_steps, harness
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Postgres]:
-    pg = harness.start_postgres(tmp_path_factory.mktemp("postgres"))
-    try:
-        yield pg
-    finally:
-        pg.stop()
 
 
 def _http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:

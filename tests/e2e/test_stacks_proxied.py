@@ -13,7 +13,7 @@ import base64
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -27,14 +27,6 @@ pytestmark = pytest.mark.e2e
 RECORDED = Path(__file__).resolve().parent.parent / "fixtures" / "recorded"
 SECRETS = ("Bearer test", "api_key=test")
 
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Postgres]:
-    pg = harness.start_postgres(tmp_path_factory.mktemp("postgres"))
-    try:
-        yield pg
-    finally:
-        pg.stop()
 
 
 def recorded_operations(stack: str) -> tuple[list[tuple[Any, ...]], int]:

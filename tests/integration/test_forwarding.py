@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import socket
 
@@ -13,7 +12,7 @@ from yarl import URL
 
 from pdp_observe.store import StoreReader
 from tests.conftest import await_stored, make_settings
-from tests.support.upstream import GZIP_BODY, GZIP_PAYLOAD, pattern_sha256
+from tests.support.upstream import GZIP_BODY, GZIP_PAYLOAD
 from pdp_observe.sidecar import start_sidecar
 
 

@@ -8,7 +8,6 @@ import threading
 import time
 
 import aiohttp
-import pytest
 
 from pdp_observe.capture import RawCapture
 from pdp_observe.hub import Recorder

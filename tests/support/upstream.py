@@ -62,23 +62,13 @@ def build_app(state: UpstreamState) -> web.Application:
                                   "headers": [[k.decode(), v.decode()] for k, v in req.raw_headers],
                                   "body_len": n, "body_sha256": h.hexdigest()})
 
-    async def big(req: web.Request) -> web.StreamResponse:
+    async def stream_pattern(req: web.Request, *, chunked: bool) -> web.StreamResponse:
         size = int(req.query.get("size", "0"))
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        resp.enable_chunked_encoding()
-        await resp.prepare(req)
-        block, sent = bytes(range(256)) * 256, 0
-        while sent < size:
-            piece = block[: min(len(block), size - sent)]
-            await resp.write(piece)
-            sent += len(piece)
-        await resp.write_eof()
-        return resp
-
-    async def sized(req: web.Request) -> web.StreamResponse:
-        size = int(req.query.get("size", "0"))
-        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        resp.content_length = size
+        if chunked:
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = size
         await resp.prepare(req)
         if req.method == "HEAD":
             return resp
@@ -89,6 +79,12 @@ def build_app(state: UpstreamState) -> web.Application:
             sent += len(piece)
         await resp.write_eof()
         return resp
+
+    async def big(req: web.Request) -> web.StreamResponse:
+        return await stream_pattern(req, chunked=True)
+
+    async def sized(req: web.Request) -> web.StreamResponse:
+        return await stream_pattern(req, chunked=False)
 
     async def gz(req: web.Request) -> web.Response:
         return web.Response(body=GZIP_BODY, headers={"Content-Encoding": "gzip",
