@@ -8,7 +8,7 @@ small bodies, redaction and id assignment all happen here, in the capture worker
 from __future__ import annotations
 
 import hashlib
-import secrets
+import random
 import zlib
 from typing import Any
 
@@ -70,6 +70,20 @@ class RawCapture:
     def held_bytes(self) -> int:
         return len(self.req_body) + len(self.resp_body)
 
+    def to_tuple(self) -> tuple[Any, ...]:
+        """Compact picklable form for the pipe to the recorder process (slot order)."""
+        return tuple([getattr(self, name) for name in _SLOTS])
+
+    @classmethod
+    def from_tuple(cls, values: tuple[Any, ...]) -> "RawCapture":
+        raw = cls.__new__(cls)
+        for name, value in zip(_SLOTS, values):
+            setattr(raw, name, value)
+        return raw
+
+
+_SLOTS = RawCapture.__slots__
+
 
 def keep_whole(body: bytes, limit: int) -> tuple[bytes, int, str | None, bool]:
     """(kept prefix, size, sha256 or None, truncated) for a body read whole on the hot path.
@@ -106,9 +120,12 @@ class BodyTee:
         return b"".join(self.parts), self.size, self._hash.hexdigest(), self.size > self.held
 
 
+_random = random.Random()  # ids need uniqueness, not secrecy: no syscall per exchange
+
+
 def new_id() -> str:
     """16 hex digits, random: short prefixes are unique enough to type (``show 3fa1``)."""
-    return secrets.token_hex(8)
+    return "%016x" % _random.getrandbits(64)
 
 
 def decode_headers(raw: Any) -> list[tuple[str, str]]:

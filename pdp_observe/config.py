@@ -74,6 +74,23 @@ def parse_bool(text: str | bool) -> bool:
     raise ValueError(f"not a boolean: {text!r} (use true/false)")
 
 
+def parse_cpus(text: str) -> set[int]:
+    """``"0"``, ``"0,2"``, ``"0-3"`` → a CPU set (as taskset takes it)."""
+    cpus: set[int] = set()
+    for part in parse_list(text):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"not a CPU list: {text!r} (try 0, 0,2 or 0-3)")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def parse_recorder(text: str) -> str:
+    if text not in ("process", "inline"):
+        raise ValueError(f"--recorder is 'process' or 'inline', not {text!r}")
+    return text
+
+
 def parse_list(text: str | list[str]) -> list[str]:
     if isinstance(text, list):
         return text
@@ -124,6 +141,11 @@ class Settings:
     queue_max_bytes: int = _opt(256 * 1024**2, "Most captured body bytes waiting to be written; "
                                 "past it captures are dropped (and counted).", parse=parse_size,
                                 metavar="SIZE")
+    recorder: str = _opt("process", "Where captures are processed and stored: 'process' (a recorder "
+                         "process beside the proxy: the request path never waits for the GIL) or "
+                         "'inline' (a thread in the proxy process).", parse=parse_recorder, metavar="MODE")
+    recorder_cpus: str = _opt("", "CPUs for the recorder process (taskset syntax, e.g. 0 or 0-3); "
+                              "default: those of the proxy.", metavar="CPUS")
     redact_header: list[str] = _opt([], "Extra header name to redact (repeatable; "
                                     "Authorization, Proxy-Authorization, Cookie, Set-Cookie always are).",
                                     parse=parse_list, metavar="NAME", repeat=True)
@@ -150,6 +172,9 @@ class Settings:
             raise ValueError(f"--upstream must be an http:// or https:// URL, got {self.upstream!r}")
         self.listen_addr  # noqa: B018 - parse for the error message
         self.admin_addr  # noqa: B018
+        parse_recorder(self.recorder)
+        if self.recorder_cpus:
+            parse_cpus(self.recorder_cpus)
         if self.capture_body_limit < 0 or self.queue_max < 1:
             raise ValueError("--capture-body-limit must be >= 0 and --queue-max >= 1")
 

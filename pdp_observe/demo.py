@@ -76,8 +76,8 @@ class Demo:
             for st in steps:
                 mark = "ok " if st["outcome"] == "ok" else f"{st.get('code')}"
                 print(f"         {mark:<8} {st['step']}", file=self.out)
-            await _drain(sc)
-            self.say(f"{sc.recorder.stored} exchanges recorded; what crossed the hop:\n")
+            stored = await _drain(sc)
+            self.say(f"{stored} exchanges recorded; what crossed the hop:\n")
             self.report()
             if self.keep_running:
                 await self.wait_for_ctrl_c(sc, client_url)
@@ -134,11 +134,23 @@ def _via_sidecar(server_url: str, port: int) -> str:
     return str(u.with_host("127.0.0.1").with_port(port))
 
 
-async def _drain(sc: Sidecar, timeout: float = 10.0) -> None:
+async def _drain(sc: Sidecar, timeout: float = 10.0) -> int:
+    """Wait until the recorder process has stored what the proxy sent; returns the count."""
+    import aiohttp  # noqa: PLC0415
+
+    assert sc.child is not None
+    sc.child.link.flush()
     deadline = time.monotonic() + timeout
-    while sc.recorder.queue_depth and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.05)
+    health: dict[str, object] = {"stored": 0}
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(f"http://127.0.0.1:{sc.admin_port}/healthz") as r:
+                health = await r.json()
+            done = int(health["stored"]) + sum(dict(health["dropped"]).values())  # type: ignore[call-overload]
+            if done >= sc.child.link.sent and not health["queue_depth"]:
+                break
+            await asyncio.sleep(0.05)
+    return int(health["stored"])  # type: ignore[call-overload]
 
 
 def run_demo(db: str, keep_running: bool) -> int:

@@ -173,12 +173,42 @@ class Exchange:
         return self.request.body.truncated or bool(self.response and self.response.body.truncated)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (bodies excluded): headers as pairs, timings as epoch floats."""
-        out = dataclasses.asdict(self)
-        out["request"]["body"].pop("data")
-        if out["response"] is not None:
-            out["response"]["body"].pop("data")
-        return out
+        """Plain-JSON form (bodies excluded): headers as pairs, timings as epoch floats.
+
+        Written out by hand: ``dataclasses.asdict`` deep-copies every nested value and was
+        half of the capture worker's time per exchange.
+        """
+        rq, rs, t = self.request, self.response, self.timings
+        return {
+            "id": self.id,
+            "request": {"method": rq.method, "path": rq.path, "headers": rq.headers,
+                        "body": _body_meta(rq.body), "http_version": rq.http_version},
+            "timings": {"received": t.received, "upstream_connected": t.upstream_connected,
+                        "first_byte": t.first_byte, "done": t.done},
+            "response": None if rs is None else {"status": rs.status, "reason": rs.reason,
+                                                 "headers": rs.headers, "body": _body_meta(rs.body)},
+            "client": self.client, "upstream": self.upstream, "failure": self.failure,
+            "failure_detail": self.failure_detail,
+            "operation": None if self.operation is None else operation_to_dict(self.operation),
+            "telemetry": self.telemetry, "pool": self.pool, "trace_id": self.trace_id,
+            "span_id": self.span_id,
+        }
+
+
+def _body_meta(b: Body) -> dict[str, Any]:
+    return {"size": b.size, "sha256": b.sha256, "truncated": b.truncated, "encoding": b.encoding,
+            "decode_error": b.decode_error}
+
+
+def operation_to_dict(op: Operation) -> dict[str, Any]:
+    """Shallow by design: decoders build ``details``/``operations`` from JSON values already."""
+    out = {f: getattr(op, f) for f in _OPERATION_FIELDS}
+    out["sql"] = [{"sql": s.sql, "params": s.params, "param_count": s.param_count,
+                   "duration_ms": s.duration_ms} for s in op.sql]
+    return out
+
+
+_OPERATION_FIELDS = tuple(f.name for f in dataclasses.fields(Operation) if f.name != "sql")
 
 
 def operation_from_dict(data: dict[str, Any] | None) -> Operation | None:

@@ -59,6 +59,9 @@ class Recorder:
         self._in_count = 0
         self._in_bytes = 0
         self.dropped_queue_full = 0
+        # what the proxy process reports when recording runs in its own process (see link.py)
+        self.remote_dropped: dict[str, int] = {}
+        self.remote_in_flight = 0
         # worker-owned
         self._out_count = 0
         self._out_bytes = 0
@@ -66,8 +69,7 @@ class Recorder:
         self.dropped_worker: dict[str, int] = {}
         self.pruned: dict[str, int] = {"age": 0, "size": 0}
         self.sink_errors: dict[str, int] = {}
-        self._unflushed: dict[str, int] = {}
-        self._flushed_queue_full = 0
+        self._flushed: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
@@ -89,11 +91,19 @@ class Recorder:
         return self._in_count - self._out_count
 
     def dropped(self) -> dict[str, int]:
-        """Drops by reason so far in this process (queue_full, disk_full, locked, ...)."""
+        """Drops by reason so far (queue_full, disk_full, locked, recorder_down, ...)."""
         out = dict(self.dropped_worker)
+        for reason, n in list(self.remote_dropped.items()):
+            out[reason] = out.get(reason, 0) + n
         if self.dropped_queue_full:
-            out["queue_full"] = self.dropped_queue_full
+            out["queue_full"] = out.get("queue_full", 0) + self.dropped_queue_full
         return out
+
+    def add_remote(self, stats: dict[str, object]) -> None:
+        """Stats frame from the proxy process: drop deltas since its last frame, in-flight now."""
+        for reason, n in dict(stats.get("dropped_delta") or {}).items():  # type: ignore[call-overload]
+            self.remote_dropped[reason] = self.remote_dropped.get(reason, 0) + int(n)
+        self.remote_in_flight = int(stats.get("in_flight") or 0)  # type: ignore[call-overload]
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -141,7 +151,6 @@ class Recorder:
 
     def _drop(self, reason: str, n: int) -> None:
         self.dropped_worker[reason] = self.dropped_worker.get(reason, 0) + n
-        self._unflushed[f"dropped.{reason}"] = self._unflushed.get(f"dropped.{reason}", 0) + n
 
     def process(self, batch: list[RawCapture]) -> list[Exchange]:
         """Build, enrich, store and fan out one batch (worker thread; also used by tests)."""
@@ -176,20 +185,18 @@ class Recorder:
         return exchanges
 
     def _flush_counters(self) -> None:
-        """Persist drop/prune counts so `pdp-observe ls` can say what was lost."""
+        """Persist drop/prune counts (as deltas) so `pdp-observe ls` can say what was lost."""
         if self.writer is None:
             return
-        qf = self.dropped_queue_full  # read of an int written by the loop thread: atomic
-        if qf != self._flushed_queue_full:
-            self._unflushed["dropped.queue_full"] = (
-                self._unflushed.get("dropped.queue_full", 0) + qf - self._flushed_queue_full)
-            self._flushed_queue_full = qf
-        if not self._unflushed:
+        now = {f"dropped.{k}": v for k, v in self.dropped().items()}
+        now.update({f"pruned.{k}": v for k, v in self.pruned.items()})
+        deltas = {k: v - self._flushed.get(k, 0) for k, v in now.items() if v != self._flushed.get(k, 0)}
+        if not deltas:
             return
         try:
-            self.writer.add_counters(self._unflushed)
-            self._unflushed = {}
-        except Exception:  # noqa: BLE001 - keep them for the next try
+            self.writer.add_counters(deltas)
+            self._flushed = now
+        except Exception:  # noqa: BLE001 - they stay pending for the next try
             pass
 
     def _maybe_prune(self) -> None:
@@ -207,6 +214,5 @@ class Recorder:
         for reason, n in pruned.items():
             if n:
                 self.pruned[reason] += n
-                self._unflushed[f"pruned.{reason}"] = self._unflushed.get(f"pruned.{reason}", 0) + n
                 log.info("retention: pruned %d oldest captures (%s limit)", n, reason)
         self._flush_counters()

@@ -28,7 +28,13 @@ from aiohttp import hdrs, web
 
 from .capture import BodyTee, RawCapture, keep_whole
 from .exchange import Failure
-from .hub import Recorder
+from typing import Protocol
+
+
+class CaptureSink(Protocol):
+    """Where the hot path hands each finished capture (the in-process Recorder or the link)."""
+
+    def submit(self, raw: RawCapture) -> None: ...
 
 log = logging.getLogger("pdp_observe.proxy")
 
@@ -183,7 +189,7 @@ def classify_upstream_error(exc: BaseException) -> tuple[str, int, str]:
 class Proxy:
     """One listening proxy: ``handle`` is the aiohttp low-level request handler."""
 
-    def __init__(self, upstream: str, recorder: Recorder, *, body_limit: int = 1024**2,
+    def __init__(self, upstream: str, recorder: CaptureSink, *, body_limit: int = 1024**2,
                  preserve_host: bool = False, forwarded_headers: bool = True,
                  connect_timeout: float = 5.0, read_timeout: float = 300.0,
                  pool_size: int = 100, rewrite_itx_endpoint: bool = True) -> None:
@@ -309,8 +315,11 @@ class Proxy:
                 out.content_length = len(new)
             elif clen is None and whole:
                 out.content_length = len(body)
-            await out.prepare(request)
-            await out.write_eof(body)
+            try:
+                await out.prepare(request)
+                await out.write_eof(body)
+            except ConnectionError as exc:  # the client went away: recorded, not logged as an error
+                cap.failure, cap.failure_detail = Failure.CLIENT_ABORT, f"client went away: {exc!r}"
             cap.t_done = _perf()
             return out
         await out.prepare(request)

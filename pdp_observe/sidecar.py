@@ -1,17 +1,23 @@
-"""Wiring: settings → store writer, recorder, proxy listener, admin listener; and shutdown.
+"""Wiring: settings → proxy listener + recorder (inline thread or its own process); shutdown.
 
-Kept apart from the CLI so tests (and later the demo) can run a real sidecar in-process
-with an injected writer or sink, on an ephemeral port.
+Kept apart from the CLI so tests (and the demo) can run a real sidecar in-process with an
+injected writer or sink, on an ephemeral port. ``--recorder process`` (the CLI default) runs
+the recorder and the admin listener in a child process fed through :mod:`pdp_observe.link`;
+``inline`` keeps both in this process (what tests that inject a store use).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
+import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -19,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from .admin import build_admin_app
 from .config import Settings
 from .hub import Recorder
+from .link import RecorderLink
 from .metrics import ExchangeMetrics, RecorderCollector
 from .pipeline import DecodeOperations
 from .proxy import Proxy, serve
@@ -28,14 +35,130 @@ from .store import StoreWriter
 log = logging.getLogger("pdp_observe")
 
 
+def build_recorder(settings: Settings, *, writer: StoreWriter | None = None,
+                   registry: CollectorRegistry | None = None,
+                   in_flight: Callable[[], int] | None = None) -> tuple[Recorder, CollectorRegistry]:
+    """The recording side, identical in both modes: store, decoding, metrics."""
+    recorder = Recorder(
+        writer if writer is not None else StoreWriter(settings.db),
+        redactor=Redactor.with_extra(settings.redact_header, settings.redact_param),
+        body_limit=settings.capture_body_limit, queue_max=settings.queue_max,
+        queue_max_bytes=settings.queue_max_bytes, max_age=settings.max_age,
+        max_db_size=settings.max_db_size,
+    )
+    recorder.processors.append(DecodeOperations())
+    registry = registry or CollectorRegistry()
+    recorder.sinks.append(ExchangeMetrics(registry))
+    registry.register(RecorderCollector(recorder, in_flight))
+    return recorder, registry
+
+
+async def start_admin(addr: tuple[str, int], registry: CollectorRegistry,
+                      health: Callable[[], dict[str, Any]]) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(build_admin_app(registry, health), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, addr[0], addr[1]).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, runner.addresses[0][1]
+
+
+class RecorderChild:
+    """The recorder process, seen from the proxy: spawn, feed, respawn if it dies, stop."""
+
+    def __init__(self, settings: Settings, link: RecorderLink, in_flight: Callable[[], int]) -> None:
+        self.settings = settings
+        self.link = link
+        self.in_flight = in_flight
+        self.proc: asyncio.subprocess.Process | None = None
+        self.admin_port: int | None = None
+        self.restarts = 0
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reported: dict[str, int] = {}
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._tasks = [asyncio.ensure_future(self._watch()), asyncio.ensure_future(self._stats_loop())]
+
+    async def _spawn(self) -> None:
+        env = {**os.environ, "PDP_RECORDER_CONFIG": json.dumps(dataclasses.asdict(self.settings))}
+        self.proc = proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pdp_observe.recorder_process", env=env,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            ready = json.loads(line)
+        except (asyncio.TimeoutError, ValueError) as exc:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError(f"the recorder process did not start (exit {proc.returncode}): {exc!r}") from None
+        self.admin_port = ready.get("admin_port")
+        self.link.transport = proc.stdin.transport  # type: ignore[assignment]
+
+    async def _watch(self) -> None:
+        while True:
+            assert self.proc is not None
+            code = await self.proc.wait()
+            self.link.transport = None
+            if self._stopping:
+                return
+            self.restarts += 1
+            log.error("the recorder process exited (code %s); captures are dropped (counted as "
+                      "recorder_down) until it is back; restarting", code)
+            await asyncio.sleep(min(5.0, 0.5 * self.restarts))
+            try:
+                await self._spawn()
+            except Exception as exc:  # noqa: BLE001 - keep forwarding; try again later
+                log.error("restarting the recorder failed: %s", exc)
+
+    async def _stats_loop(self, every: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.send_stats()
+
+    def send_stats(self) -> None:
+        if self.link.transport is None:
+            return  # deltas wait until a recorder can count them
+        now = dict(self.link.dropped)
+        delta = {k: v - self._reported.get(k, 0) for k, v in now.items() if v != self._reported.get(k, 0)}
+        self.link.send_stats({"in_flight": self.in_flight(), "dropped_delta": delta})
+        self._reported = now
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        self.link.flush()
+        self.send_stats()
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        assert proc.stdin is not None
+        proc.stdin.close()  # EOF: drain and exit
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            log.warning("the recorder process did not finish within %.0fs; killing it", timeout)
+            proc.kill()
+            await proc.wait()
+
+
 @dataclass
 class Sidecar:
-    """A running sidecar. ``port``/``admin_port`` are the bound ports (useful with port 0)."""
+    """A running sidecar. ``port``/``admin_port`` are the bound ports (useful with port 0).
+
+    Inline mode has ``recorder``/``registry`` here; process mode has ``child``.
+    """
 
     settings: Settings
-    recorder: Recorder
     proxy: Proxy
-    registry: CollectorRegistry
+    recorder: Recorder | None = None
+    registry: CollectorRegistry | None = None
+    child: RecorderChild | None = None
     port: int = 0
     admin_port: int | None = None
     _servers: list[Any] = field(default_factory=list)
@@ -45,10 +168,17 @@ class Sidecar:
 
     def health(self) -> dict[str, Any]:
         r = self.recorder
+        assert r is not None
         return {"status": "ok", "upstream": self.proxy.upstream, "listen": self.settings.listen,
                 "db": self.settings.db, "stored": r.stored, "queue_depth": r.queue_depth,
                 "in_flight": self.proxy.in_flight, "dropped": r.dropped(),
                 "uptime_s": round(time.time() - self.started, 1)}
+
+    def dropped(self) -> dict[str, int]:
+        """Drops known to this process (in process mode: the proxy side's only)."""
+        if self.recorder is not None:
+            return self.recorder.dropped()
+        return dict(self.child.link.dropped) if self.child is not None else {}
 
     async def stop(self) -> None:
         if self._reporter is not None:
@@ -63,11 +193,14 @@ class Sidecar:
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         await self.proxy.close()
-        await asyncio.to_thread(self.recorder.stop)
+        if self.child is not None:
+            await self.child.stop()
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.stop)
         self._report_drops(final=True)
 
     def _report_drops(self, final: bool = False, last: dict[str, int] | None = None) -> dict[str, int]:
-        dropped = self.recorder.dropped()
+        dropped = self.dropped()
         if dropped and (final or dropped != last):
             total = sum(dropped.values())
             detail = ", ".join(f"{k}={v}" for k, v in sorted(dropped.items()))
@@ -83,37 +216,38 @@ class Sidecar:
 
 async def start_sidecar(settings: Settings, *, writer: StoreWriter | None = None,
                         registry: CollectorRegistry | None = None, report_every: float = 10.0) -> Sidecar:
-    """Open the store, start the worker and both listeners. Raises on bad settings/ports."""
+    """Start the recorder (thread or process) and the listeners. Raises on bad settings/ports.
+
+    An injected ``writer`` or ``registry`` implies the inline recorder (they live here).
+    """
     settings.validate()
-    if writer is None:
-        writer = await asyncio.to_thread(StoreWriter, settings.db)
-    recorder = Recorder(
-        writer, redactor=Redactor.with_extra(settings.redact_header, settings.redact_param),
-        body_limit=settings.capture_body_limit, queue_max=settings.queue_max,
-        queue_max_bytes=settings.queue_max_bytes, max_age=settings.max_age,
-        max_db_size=settings.max_db_size,
-    )
-    registry = registry or CollectorRegistry()
-    recorder.processors.append(DecodeOperations())
-    recorder.sinks.append(ExchangeMetrics(registry))
-    proxy = Proxy(settings.upstream, recorder, body_limit=settings.capture_body_limit,
+    inline = settings.recorder == "inline" or writer is not None or registry is not None
+    proxy = Proxy(settings.upstream, None, body_limit=settings.capture_body_limit,  # type: ignore[arg-type]
                   preserve_host=settings.preserve_host, forwarded_headers=settings.forwarded_headers,
                   connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
                   pool_size=settings.upstream_pool_size, rewrite_itx_endpoint=settings.rewrite_itx_endpoint)
-    registry.register(RecorderCollector(recorder, lambda: proxy.in_flight))
-    sc = Sidecar(settings, recorder, proxy, registry)
-    recorder.start()
+    sc = Sidecar(settings, proxy)
     try:
+        if inline:
+            if writer is None:
+                writer = await asyncio.to_thread(StoreWriter, settings.db)
+            sc.recorder, sc.registry = build_recorder(settings, writer=writer, registry=registry,
+                                                      in_flight=lambda: proxy.in_flight)
+            proxy.recorder = sc.recorder
+            sc.recorder.start()
+        else:
+            link = RecorderLink(settings.queue_max, settings.queue_max_bytes)
+            proxy.recorder = link  # type: ignore[assignment]
+            sc.child = RecorderChild(settings, link, lambda: proxy.in_flight)
+            await sc.child.start()
+            sc.admin_port = sc.child.admin_port
         host, port = settings.listen_addr
         srv, _ = await serve(proxy, host, port)
         sc._servers.append(srv)
         sc.port = srv.sockets[0].getsockname()[1]
-        if (admin := settings.admin_addr) is not None:
-            runner = web.AppRunner(build_admin_app(registry, sc.health), access_log=None)
-            await runner.setup()
-            sc._admin_runner = runner
-            await web.TCPSite(runner, admin[0], admin[1]).start()
-            sc.admin_port = runner.addresses[0][1]
+        if inline and (admin := settings.admin_addr) is not None:
+            assert sc.registry is not None
+            sc._admin_runner, sc.admin_port = await start_admin(admin, sc.registry, sc.health)
     except BaseException:
         await sc.stop()
         raise
@@ -132,17 +266,17 @@ def run(settings: Settings) -> int:
 
     async def main() -> int:
         sc = await start_sidecar(settings)
-        log.info("pdp_observe forwarding %s -> %s, recording to %s%s", f"{settings.listen_addr[0]}:{sc.port}",
-                 settings.upstream, settings.db,
+        log.info("pdp_observe forwarding %s -> %s, recording to %s (%s recorder)%s",
+                 f"{settings.listen_addr[0]}:{sc.port}", settings.upstream, settings.db, settings.recorder,
                  f"; admin on :{sc.admin_port} (/healthz, /metrics)" if sc.admin_port else "")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.info("shutting down: draining %d queued captures", sc.recorder.queue_depth)
+        log.info("shutting down: draining queued captures")
         await sc.stop()
-        log.info("stopped; %d exchanges stored this run", sc.recorder.stored)
+        log.info("stopped")
         return 0
 
     return asyncio.run(main())

@@ -86,6 +86,15 @@ _INSERT = ("INSERT INTO exchanges (id, ts, method, path, status, duration_ms, re
            "fingerprint, txn, error_code, sql_count) VALUES (" + ",".join("?" * 21) + ")")
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+PACK_MIN = 512  # below this, zstd's per-call cost outweighs the bytes it saves
+
+
+def unpack(blob: bytes, zd: zstandard.ZstdDecompressor) -> bytes:
+    """Stored blobs are zstd frames, or raw bytes when small (told apart by zstd's magic)."""
+    return zd.decompress(blob) if blob[:4] == _ZSTD_MAGIC else blob
+
+
 class StoreError(Exception):
     """A store problem a person can act on (missing file, newer schema, ...)."""
 
@@ -152,10 +161,15 @@ class StoreWriter:
     def __init__(self, path: str) -> None:
         self.path = path
         self.conn = open_db(path, create=True)
-        self._zc = zstandard.ZstdCompressor(level=3)
+        self._zc = zstandard.ZstdCompressor(level=1)
+
+    def _pack(self, data: bytes) -> bytes:
+        if len(data) < PACK_MIN and data[:4] != _ZSTD_MAGIC:
+            return data
+        return self._zc.compress(data)
 
     def _row(self, ex: Exchange) -> tuple[Any, ...]:
-        z = self._zc.compress
+        z = self._pack
         rec = ex.to_dict()
         resp = ex.response
         op = ex.operation
@@ -352,7 +366,7 @@ class StoreReader:
         row = self.conn.execute("SELECT record FROM exchanges WHERE id = ?", (ex_id,)).fetchone()
         if row is None:
             return None
-        return operation_from_dict(json.loads(self._zd.decompress(row[0])).get("operation"))
+        return operation_from_dict(json.loads(unpack(row[0], self._zd)).get("operation"))
 
     def transaction(self, txn: str) -> dict[str, Any] | None:
         row = self.conn.execute(f"SELECT {', '.join(_TX_COLUMNS)} FROM transactions WHERE txn = ?",
@@ -388,11 +402,11 @@ class StoreReader:
         ex_id = self.resolve(prefix)
         rec, req_body, resp_body = self.conn.execute(
             "SELECT record, req_body, resp_body FROM exchanges WHERE id = ?", (ex_id,)).fetchone()
-        data = json.loads(self._zd.decompress(rec))
+        data = json.loads(unpack(rec, self._zd))
         return exchange_from_dict(
             data,
-            self._zd.decompress(req_body) if req_body else b"",
-            self._zd.decompress(resp_body) if resp_body else b"",
+            unpack(req_body, self._zd) if req_body else b"",
+            unpack(resp_body, self._zd) if resp_body else b"",
         )
 
     def check(self) -> list[str]:

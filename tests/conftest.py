@@ -29,7 +29,8 @@ async def upstream() -> AsyncIterator[tuple[str, UpstreamState]]:
 
 
 def make_settings(upstream_url: str, db: Path, **overrides: object) -> Settings:
-    s = Settings(upstream=upstream_url, listen="127.0.0.1:0", db=str(db), admin_listen="127.0.0.1:0")
+    s = Settings(upstream=upstream_url, listen="127.0.0.1:0", db=str(db), admin_listen="127.0.0.1:0",
+                 recorder="inline")
     for k, v in overrides.items():
         setattr(s, k, v)
     return s
@@ -52,15 +53,29 @@ def wait_stored(sc: Sidecar, n: int, timeout: float = 10.0) -> None:
     raise AssertionError(f"only {sc.recorder.stored} of {n} captures stored after {timeout}s")
 
 
-async def await_stored(sc: Sidecar, n: int, timeout: float = 10.0) -> None:
+async def await_stored(sc: Sidecar, n: int, timeout: float = 10.0) -> dict:
+    """Wait until ``n`` captures are stored or dropped; returns the recorder's health figures.
+
+    Works for both recorder modes: inline reads the Recorder, process mode asks /healthz.
+    """
     import asyncio
 
+    import aiohttp
+
     deadline = time.monotonic() + timeout
+    health: dict = {}
     while time.monotonic() < deadline:
-        if sc.recorder.stored + sum(sc.recorder.dropped().values()) >= n and sc.recorder.queue_depth == 0:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"only {sc.recorder.stored} of {n} captures stored after {timeout}s")
+        if sc.recorder is not None:
+            health = {"stored": sc.recorder.stored, "dropped": sc.recorder.dropped(),
+                      "queue_depth": sc.recorder.queue_depth}
+        else:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"http://127.0.0.1:{sc.admin_port}/healthz") as r:
+                    health = await r.json()
+        if health["stored"] + sum(health["dropped"].values()) >= n and health["queue_depth"] == 0:
+            return health
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"only {health.get('stored')} of {n} captures stored after {timeout}s: {health}")
 
 
 def free_port() -> int:

@@ -56,13 +56,13 @@ async def test_workload_through_the_sidecar(stack: str, postgres: harness.Postgr
     # a fresh server for the proxied run, so it starts in the same state (no schema uploaded yet)
     server = harness.start_server(server_kind, db_url, env={"REQUEST_LOG": str(request_log)})
     try:
-        sc = await start_sidecar(make_settings(server.base_url, db))
+        sc = await start_sidecar(make_settings(server.base_url, db, recorder="process"))  # the default mode
         try:
             proxied = await asyncio.to_thread(harness.run_workload, client_kind,
                                               harness.client_url(client_kind, sc.port))
             reached = [json.loads(line) for line in request_log.read_text().splitlines()]
-            await await_stored(sc, len(reached))
-            assert sc.recorder.dropped() == {}
+            health = await await_stored(sc, len(reached))
+            assert health["dropped"] == {}
         finally:
             await sc.stop()
     finally:

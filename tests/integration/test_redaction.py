@@ -8,6 +8,8 @@ from pathlib import Path
 import aiohttp
 import zstandard
 
+from pdp_observe.store import unpack
+
 from tests.conftest import run_cli
 
 SECRETS = {
@@ -34,7 +36,7 @@ def all_blob_text(db: Path) -> bytes:
     for row in conn.execute("SELECT * FROM exchanges"):
         for v in row:
             if isinstance(v, bytes):
-                out.append(zd.decompress(v))
+                out.append(unpack(v, zd))
             elif v is not None:
                 out.append(str(v).encode())
     conn.close()

@@ -1,0 +1,87 @@
+"""The recorder process: everything after forwarding, away from the proxy's event loop.
+
+Started by the proxy (``pdp-observe proxy``, default ``--recorder process``) as
+``python -m pdp_observe.recorder_process`` with its settings in ``PDP_RECORDER_CONFIG``. It reads
+capture batches from stdin (see :mod:`pdp_observe.link`), runs the same :class:`Recorder` the
+inline mode runs (decode, redact, store, metrics) and serves the admin listener, so /metrics
+and /healthz describe what was recorded. stdin closing (the proxy stopping, or dying) makes it
+drain what it holds and exit: it never outlives the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+from .config import Settings, parse_cpus
+from .link import FRAME_CAPTURES, FRAME_STATS, FrameReader, decode_captures
+from .sidecar import build_recorder, start_admin
+
+log = logging.getLogger("pdp_observe.recorder")
+
+
+async def serve(settings: Settings) -> int:
+    recorder, registry = build_recorder(settings, in_flight=lambda: recorder.remote_in_flight)
+    recorder.start()
+    runner = None
+
+    def health() -> dict[str, object]:
+        return {"status": "ok", "upstream": settings.upstream, "listen": settings.listen, "db": settings.db,
+                "stored": recorder.stored, "queue_depth": recorder.queue_depth,
+                "in_flight": recorder.remote_in_flight, "dropped": recorder.dropped(),
+                "recorder_pid": os.getpid()}
+
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, done.set)
+
+    def on_frame(kind: bytes, payload: bytes) -> None:
+        try:
+            if kind == FRAME_CAPTURES:
+                for raw in decode_captures(payload):
+                    recorder.submit(raw)
+            elif kind == FRAME_STATS:
+                recorder.add_remote(json.loads(payload))
+        except Exception as exc:  # noqa: BLE001 - a bad frame costs that frame only
+            log.warning("bad frame from the proxy process: %r", exc)
+
+    try:
+        admin_port = None
+        if settings.admin_addr is not None:
+            runner, admin_port = await start_admin(settings.admin_addr, registry, health)
+        await loop.connect_read_pipe(lambda: FrameReader(on_frame, done.set), sys.stdin.buffer)
+        print(json.dumps({"ready": True, "admin_port": admin_port, "pid": os.getpid()}), flush=True)
+        os.dup2(2, 1)  # nobody reads our stdout after the ready line: never let it fill and block us
+        await done.wait()
+    finally:
+        await asyncio.to_thread(recorder.stop)
+        if runner is not None:
+            await runner.cleanup()
+        dropped = recorder.dropped()
+        if dropped:
+            log.warning("captures dropped this run: %s", ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())))
+    return 0
+
+
+def main() -> int:
+    settings = Settings(**json.loads(os.environ["PDP_RECORDER_CONFIG"]))
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the proxy decides
+    if settings.recorder_cpus:
+        os.sched_setaffinity(0, parse_cpus(settings.recorder_cpus))
+    try:
+        import uvloop  # noqa: PLC0415
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
