@@ -138,7 +138,7 @@ class Settings:
                           parse=parse_duration, metavar="DURATION")
     queue_max: int = _opt(10000, "Most exchanges waiting to be written; past it captures are "
                           "dropped (and counted), never the traffic.", parse=int, metavar="N")
-    queue_max_bytes: int = _opt(256 * 1024**2, "Most captured body bytes waiting to be written; "
+    queue_max_bytes: int = _opt(64 * 1024**2, "Most captured body bytes waiting to be written; "
                                 "past it captures are dropped (and counted).", parse=parse_size,
                                 metavar="SIZE")
     recorder: str = _opt("process", "Where captures are processed and stored: 'process' (a recorder "

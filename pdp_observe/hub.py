@@ -39,7 +39,7 @@ class Recorder:
     """Bounded capture queue + worker thread that processes, stores and fans out batches."""
 
     def __init__(self, writer: StoreWriter | None, *, redactor: Redactor, body_limit: int,
-                 queue_max: int = 10000, queue_max_bytes: int = 256 * 1024**2,
+                 queue_max: int = 10000, queue_max_bytes: int = 64 * 1024**2,
                  max_age: float = 0.0, max_db_size: int = 0, prune_every: float = 10.0,
                  batch_max: int = 2000, idle_wait: float = 0.02) -> None:
         self.writer = writer

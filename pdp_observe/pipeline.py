@@ -12,6 +12,10 @@ from .protocol import decode
 from .transactions import Transaction, TransactionTracker
 
 
+DECODE_RESPONSE_MAX = 256 * 1024
+"""Successful responses past this are not parsed: they are query results, not errors or ids."""
+
+
 class DecodeOperations:
     """Fill ``Exchange.operation`` from the redacted request/response, then follow transactions."""
 
@@ -24,9 +28,12 @@ class DecodeOperations:
         touched: dict[int, Transaction] = {}
         for ex in exchanges:
             rq, rs = ex.request, ex.response
+            resp_body = rs.body.data if rs else None
+            if rs is not None and rs.status < 400 and len(resp_body or b"") > DECODE_RESPONSE_MAX:
+                resp_body = b""
             ex.operation = op = decode(
                 rq.method, rq.path, rq.headers, rq.body.data,
-                rs.status if rs else None, rs.headers if rs else None, rs.body.data if rs else None,
+                rs.status if rs else None, rs.headers if rs else None, resp_body,
                 truncated=ex.truncated,
             )
             tx = self.tracker.feed(ex.id, ex.timings.received, ex.timings.done, op)

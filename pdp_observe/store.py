@@ -59,8 +59,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE exchanges ADD COLUMN sql_count INTEGER;
         CREATE INDEX ix_exchanges_model_action ON exchanges(model, action);
         CREATE INDEX ix_exchanges_fingerprint ON exchanges(fingerprint);
-        CREATE INDEX ix_exchanges_txn ON exchanges(txn);
-        CREATE INDEX ix_exchanges_error_code ON exchanges(error_code);
+        CREATE INDEX ix_exchanges_txn ON exchanges(txn) WHERE txn IS NOT NULL;
+        CREATE INDEX ix_exchanges_error_code ON exchanges(error_code) WHERE error_code IS NOT NULL;
         CREATE TABLE transactions (
             txn TEXT PRIMARY KEY,
             protocol TEXT,
@@ -305,9 +305,11 @@ class Filter:
 
     def where(self) -> tuple[str, list[Any]]:
         clauses, params = [], []
-        for col, value in (("model", self.model), ("action", self.action), ("error_code", self.code)):
+        # exact (index-friendly) matches: Prisma names are case-sensitive, codes are upper-case
+        for col, value in (("model", self.model), ("action", self.action),
+                           ("error_code", self.code.upper() if self.code else None)):
             if value:
-                clauses.append(f"{col} = ? COLLATE NOCASE")
+                clauses.append(f"{col} = ?")
                 params.append(value)
         if self.txn:
             clauses.append("txn >= ? AND txn < ?")

@@ -241,6 +241,15 @@ export async function runWorkload(prisma, { raw = true, emitter = makeEmitter() 
     () => prisma.user.findUnique({ where: { email: 'carol@example.test' } }),
     () => prisma.user.findUnique({ where: { email: 'nobody@example.test' } }),
   ])
+  // Not in the recordings (they stop at A15): a wider burst, read-only so results stay fixed.
+  await parallel(
+    'P20 20 parallel requests',
+    Array.from({ length: 20 }, (_, i) =>
+      i % 2
+        ? () => prisma.post.findMany({ where: { id: { gt: i } }, orderBy: { id: 'asc' }, take: 2 })
+        : () => prisma.user.count({ where: { id: { gt: i } } }),
+    ),
+  )
   emitter.done()
   return emitter.lines
 }
