@@ -97,7 +97,11 @@ def keep_whole(body: bytes, limit: int) -> tuple[bytes, int, str | None, bool]:
 
 
 class BodyTee:
-    """A streamed body's capped prefix, full size and running sha256, chunk by chunk."""
+    """A streamed body's capped prefix, full size and (only when cut) sha256, chunk by chunk.
+
+    Hashing starts only once the body outgrows the limit: until then every byte is kept, and
+    the worker hashes the kept bytes off the request path (sha256 of 1 MiB is ~2 ms of CPU).
+    """
 
     __slots__ = ("limit", "parts", "held", "size", "_hash")
 
@@ -106,18 +110,22 @@ class BodyTee:
         self.parts: list[bytes] = []
         self.held = 0
         self.size = 0
-        self._hash = hashlib.sha256()
+        self._hash: Any = None
 
     def feed(self, chunk: bytes) -> None:
+        if self._hash is None and self.size + len(chunk) > self.limit:
+            self._hash = hashlib.sha256(b"".join(self.parts))  # everything so far was kept
+        if self._hash is not None:
+            self._hash.update(chunk)
         self.size += len(chunk)
-        self._hash.update(chunk)
         if self.held < self.limit:
             piece = chunk[: self.limit - self.held]
             self.parts.append(piece)
             self.held += len(piece)
 
-    def result(self) -> tuple[bytes, int, str, bool]:
-        return b"".join(self.parts), self.size, self._hash.hexdigest(), self.size > self.held
+    def result(self) -> tuple[bytes, int, str | None, bool]:
+        sha = self._hash.hexdigest() if self._hash is not None else None
+        return b"".join(self.parts), self.size, sha, self.size > self.held
 
 
 _random = random.Random()  # ids need uniqueness, not secrecy: no syscall per exchange

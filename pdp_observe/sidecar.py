@@ -65,6 +65,17 @@ async def start_admin(addr: tuple[str, int], registry: CollectorRegistry,
     return runner, runner.addresses[0][1]
 
 
+def _grow_pipe(transport: Any, size: int = 1 << 20) -> None:
+    """Linux pipes hold 64 KiB; a 1 MiB buffer takes a large capture in one write (best effort)."""
+    try:
+        import fcntl  # noqa: PLC0415
+
+        fd = transport.get_extra_info("pipe").fileno()
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
 class RecorderChild:
     """The recorder process, seen from the proxy: spawn, feed, respawn if it dies, stop."""
 
@@ -97,6 +108,7 @@ class RecorderChild:
             await proc.wait()
             raise RuntimeError(f"the recorder process did not start (exit {proc.returncode}): {exc!r}") from None
         self.admin_port = ready.get("admin_port")
+        _grow_pipe(proc.stdin.transport)
         self.link.transport = proc.stdin.transport  # type: ignore[assignment]
 
     async def _watch(self) -> None:

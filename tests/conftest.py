@@ -107,9 +107,10 @@ class ProxyProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"proxy exited early:\n{self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.admin_port), timeout=0.2):
-                    return
+            try:  # the recorder process binds the admin port before the proxy binds its own
+                for port in (self.admin_port, self.port):
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"proxy not ready:\n{self.log.read_text()}")

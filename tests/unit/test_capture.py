@@ -40,3 +40,18 @@ def test_build_exchange_timings_and_hash():
     assert abs(ex.timings.duration_ms - 5.0) < 1e-6 and abs(ex.timings.ttfb_ms - 2.0) < 1e-6
     assert ex.request.body.sha256 == "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
     assert "abc" not in ex.request.path and "s3" not in str(ex.request.headers)
+
+
+def test_body_tee_hashes_only_what_it_cannot_keep():
+    import hashlib
+
+    from pdp_observe.capture import BodyTee
+
+    small = BodyTee(10)
+    for c in (b"abc", b"def"):
+        small.feed(c)
+    assert small.result() == (b"abcdef", 6, None, False)  # the worker hashes the whole kept body
+    big = BodyTee(4)
+    for c in (b"ab", b"cdef", b"gh"):
+        big.feed(c)
+    assert big.result() == (b"abcd", 8, hashlib.sha256(b"abcdefgh").hexdigest(), True)
