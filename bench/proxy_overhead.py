@@ -308,9 +308,9 @@ def start_subject(s: Subject, procs: Procs, tmp: Path, engine_port: int, args) -
     s.port = free_port()
     logf = tmp / f"{s.key}.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if s.key == "B":
-        s.db = tmp / "pdp.db"
-        extra = shlex.split(args.pdp_args)
+    if s.key in B_VARIANTS:
+        s.db = tmp / f"pdp-{s.key}.db"
+        extra = [*B_VARIANTS[s.key], *shlex.split(args.pdp_args)]
         if not any(a.startswith("--admin-listen") for a in extra):
             extra = ["--admin-listen", f"127.0.0.1:{free_port()}", *extra]  # default 9466 may be taken
         argv = [*shlex.split(args.pdp_cmd), "proxy", "--listen", f"127.0.0.1:{s.port}",
@@ -673,7 +673,7 @@ def summarize(runs: list[dict], subjects: list[str], large_key: str) -> dict:
             "errors": sum(r["errors"] for (subj, _), rr in by.items() if subj == s for r in rr.values()),
             "noisy_runs": sum(bool(r.get("noisy")) for (subj, _), rr in by.items() if subj == s for r in rr.values()),
         }
-        if s == "B":
+        if s in B_VARIANTS:
             for sc in ("small_c32", "small_c1", "slow20ms_c1", large_key):
                 d[f"stored_pct_{sc}"] = med(get(s, sc, "stored_pct"))
             d["drain_s_c32"] = med(get(s, "small_c32", "drain_s"))
@@ -800,8 +800,14 @@ def profile_b(bench: Bench, s: Subject, out: Path, seconds: int) -> dict | None:
 
 # --------------------------------------------------------------------------- main
 
-LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording", "C": "bare aiohttp",
-          "Cuv": "bare aiohttp + uvloop", "N": "nginx proxy, access log"}
+LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder process on core 0)",
+          "B1": "pdp_observe, recording, all on core 1", "Bi": "pdp_observe, inline recorder thread",
+          "C": "bare aiohttp", "Cuv": "bare aiohttp + uvloop", "N": "nginx proxy, access log"}
+# pdp_observe variants. B: the default recorder process placed beside wrk and the engine, so
+# the proxy's core runs only the hot path (what "recording costs the hot path nothing" means
+# on 2 cores). B1: the recorder process inherits the proxy's core (all pdp_observe CPU on one
+# core). Bi: --recorder inline (one process, a worker thread).
+B_VARIANTS = {"B": ["--recorder-cpus", str(WRK_CPU)], "B1": [], "Bi": ["--recorder", "inline"]}
 
 
 def run(args, tmp: Path, procs: Procs) -> int:

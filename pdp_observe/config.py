@@ -146,6 +146,9 @@ class Settings:
                          "'inline' (a thread in the proxy process).", parse=parse_recorder, metavar="MODE")
     recorder_cpus: str = _opt("", "CPUs for the recorder process (taskset syntax, e.g. 0 or 0-3); "
                               "default: those of the proxy.", metavar="CPUS")
+    recorder_nice: int = _opt(10, "Scheduling niceness added to the recorder process: when CPU is "
+                              "short, forwarding traffic wins over recording it (0 = same priority).",
+                              parse=int, metavar="N")
     redact_header: list[str] = _opt([], "Extra header name to redact (repeatable; "
                                     "Authorization, Proxy-Authorization, Cookie, Set-Cookie always are).",
                                     parse=parse_list, metavar="NAME", repeat=True)

@@ -74,6 +74,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the proxy decides
     if settings.recorder_cpus:
         os.sched_setaffinity(0, parse_cpus(settings.recorder_cpus))
+    if settings.recorder_nice:
+        os.nice(settings.recorder_nice)  # recording yields to forwarding when CPU is short
     try:
         import uvloop  # noqa: PLC0415
 

@@ -102,3 +102,10 @@ async def test_ctrl_c_to_the_group_drains_every_capture(upstream, proxy_process,
     proxy.proc.wait(30)
     assert proxy.proc.returncode == 0
     assert len(list(StoreReader(str(db)).iter_all())) == 200
+
+
+async def test_recorder_yields_cpu_to_forwarding(upstream, proxy_process, tmp_path):
+    proxy = proxy_process(upstream[0], tmp_path / "c.db")
+    child = (await wait_health(proxy.admin_port))["recorder_pid"]
+    nice = lambda pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])  # noqa: E731
+    assert nice(child) == nice(proxy.proc.pid) + 10
