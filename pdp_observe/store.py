@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+import orjson
 import zstandard
 
 from .exchange import Body, Exchange, Request, Response, Timings, operation_from_dict
@@ -178,7 +179,7 @@ class StoreWriter:
             resp.status if resp else None, ex.timings.duration_ms,
             ex.request.body.size, resp.body.size if resp else None,
             ex.failure, int(ex.truncated),
-            z(json.dumps(rec, separators=(",", ":")).encode()),
+            z(orjson.dumps(rec, option=orjson.OPT_NON_STR_KEYS)),
             z(ex.request.body.data) if ex.request.body.data else None,
             z(resp.body.data) if resp and resp.body.data else None,
             *((op.protocol, op.kind, op.model, op.action, op.fingerprint, op.txn, op.error_code,

@@ -10,6 +10,8 @@ failure into a short reason string instead of an exception.
 from __future__ import annotations
 
 import json
+
+import orjson
 from typing import Any
 
 MAX_TEXT = 1000
@@ -24,6 +26,10 @@ def parse_json(data: bytes, truncated: bool = False) -> tuple[Any, str | None]:
     """
     if not data:
         return None, "empty body"
+    try:
+        return orjson.loads(data), None  # ~3x faster; it refuses what json.loads may still take
+    except orjson.JSONDecodeError:
+        pass  # (integers past 64 bits, NaN, lone surrogates, deep nesting): ask the stdlib
     try:
         return json.loads(data), None
     except RecursionError:
