@@ -219,3 +219,24 @@ def operation_from_dict(data: dict[str, Any] | None) -> Operation | None:
     kwargs = {k: v for k, v in data.items() if k in names}
     kwargs["sql"] = [SqlStatement(**s) for s in kwargs.get("sql") or []]
     return Operation(**kwargs)
+
+
+def exchange_from_dict(data: dict[str, Any], req_body: bytes, resp_body: bytes) -> Exchange:
+    """Inverse of :meth:`Exchange.to_dict`, given the bodies stored beside it."""
+    rq = data["request"]
+    request = Request(method=rq["method"], path=rq["path"],
+                      headers=[tuple(h) for h in rq["headers"]],  # type: ignore[misc]
+                      body=Body(data=req_body, **rq["body"]), http_version=rq.get("http_version", "1.1"))
+    response = None
+    if data.get("response"):
+        rs = data["response"]
+        response = Response(status=rs["status"], reason=rs["reason"],
+                            headers=[tuple(h) for h in rs["headers"]],  # type: ignore[misc]
+                            body=Body(data=resp_body, **rs["body"]))
+    return Exchange(
+        id=data["id"], request=request, response=response, timings=Timings(**data["timings"]),
+        client=data.get("client"), upstream=data.get("upstream"), failure=data.get("failure"),
+        failure_detail=data.get("failure_detail"), operation=operation_from_dict(data.get("operation")),
+        telemetry=data.get("telemetry"), pool=data.get("pool"), trace_id=data.get("trace_id"),
+        span_id=data.get("span_id"),
+    )

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 import orjson
 import zstandard
 
-from .exchange import Body, Exchange, Request, Response, Timings, operation_from_dict
+from .exchange import Exchange, exchange_from_dict, operation_from_dict
 
 SCHEMA_VERSION = 3
 
@@ -428,24 +428,3 @@ def _list_row(r: tuple[Any, ...]) -> ListRow:
     values = list(r)
     values[9] = bool(values[9])
     return ListRow(*values)
-
-
-def exchange_from_dict(data: dict[str, Any], req_body: bytes, resp_body: bytes) -> Exchange:
-    """Inverse of :meth:`Exchange.to_dict` plus the stored bodies."""
-    rq = data["request"]
-    request = Request(method=rq["method"], path=rq["path"],
-                      headers=[tuple(h) for h in rq["headers"]],  # type: ignore[misc]
-                      body=Body(data=req_body, **rq["body"]), http_version=rq.get("http_version", "1.1"))
-    response = None
-    if data.get("response"):
-        rs = data["response"]
-        response = Response(status=rs["status"], reason=rs["reason"],
-                            headers=[tuple(h) for h in rs["headers"]],  # type: ignore[misc]
-                            body=Body(data=resp_body, **rs["body"]))
-    return Exchange(
-        id=data["id"], request=request, response=response, timings=Timings(**data["timings"]),
-        client=data.get("client"), upstream=data.get("upstream"), failure=data.get("failure"),
-        failure_detail=data.get("failure_detail"), operation=operation_from_dict(data.get("operation")),
-        telemetry=data.get("telemetry"), pool=data.get("pool"), trace_id=data.get("trace_id"),
-        span_id=data.get("span_id"),
-    )
