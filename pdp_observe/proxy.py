@@ -83,7 +83,7 @@ class _PassthroughResponse(web.StreamResponse):
 
     __slots__ = ("_upstream_sent",)
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], sent: frozenset[str],
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], sent: set[str],
                  *, buffer_headers: bool) -> None:
         super().__init__(status=status, reason=reason, headers=headers)
         self._upstream_sent = sent
@@ -104,28 +104,32 @@ def _conn_tokens(value: str | None) -> frozenset[str]:
     return frozenset(t.strip().lower() for t in value.split(","))
 
 
-def filter_headers(items: Any, *, drop_host: bool) -> tuple[list[tuple[str, str]], frozenset[str]]:
-    """Drop hop-by-hop headers (and those the Connection header names); keep order and case.
+_NO_DROP: frozenset[str] = frozenset()
+_FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 
-    Returns the kept pairs and the lower-cased names kept (used to suppress aiohttp defaults).
+
+def filter_headers(items: Any, drop: frozenset[str] = _NO_DROP,
+                   names: set[str] | None = None) -> list[tuple[str, str]]:
+    """Drop hop-by-hop headers (and those the Connection header names) and ``drop``; keep order
+    and case. One pass; when ``names`` is given, the kept lower-cased names are added to it
+    (the response side uses them to suppress aiohttp's defaults).
     """
-    named: frozenset[str] = frozenset()
+    named: frozenset[str] = _NO_DROP
     out: list[tuple[str, str]] = []
-    names: set[str] = set()
     for k, v in items:
         lk = k.lower()
-        if lk in HOP_BY_HOP or lk.startswith("proxy-"):
+        if lk in HOP_BY_HOP or lk in drop or lk.startswith("proxy-"):
             if lk == "connection":
                 named = named | _conn_tokens(v)
             continue
-        if drop_host and lk == "host":
-            continue
         out.append((k, v))
-        names.add(lk)
+        if names is not None:
+            names.add(lk)
     if named:
         out = [(k, v) for k, v in out if k.lower() not in named]
-        names -= named
-    return out, frozenset(names)
+        if names is not None:
+            names -= named
+    return out
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -195,6 +199,10 @@ class Proxy:
                  pool_size: int = 100, rewrite_itx_endpoint: bool = True) -> None:
         self.upstream = upstream.rstrip("/")
         self.rewrite_itx_endpoint = rewrite_itx_endpoint
+        # names never forwarded upstream besides hop-by-hop ones: our own X-Forwarded-* replace
+        # the client's (their values are folded in), and Host is the upstream's unless preserved
+        self._drop = frozenset((_FORWARDED if forwarded_headers else set())
+                               | (set() if preserve_host else {"host"}))
         self.recorder = recorder
         self.body_limit = body_limit
         self.preserve_host = preserve_host
@@ -218,28 +226,28 @@ class Proxy:
         if self.session is not None:
             await self.session.close()
 
-    def _upstream_headers(self, request: web.BaseRequest) -> list[tuple[str, str]]:
-        headers, _ = filter_headers(request.headers.items(), drop_host=not self.preserve_host)
-        if self.forwarded_headers:
-            peer = request.remote or ""
-            prior = request.headers.get("X-Forwarded-For")
-            headers = [(k, v) for k, v in headers
-                       if k.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")]
-            headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
-            headers.append(("X-Forwarded-Proto", request.headers.get("X-Forwarded-Proto", request.scheme)))
-            if request.host:
-                headers.append(("X-Forwarded-Host", request.headers.get("X-Forwarded-Host", request.host)))
+    def _upstream_headers(self, request: web.BaseRequest, peer: str | None) -> list[tuple[str, str]]:
+        if not self.forwarded_headers:
+            return filter_headers(request.headers.items(), self._drop)
+        h = request.headers
+        headers = filter_headers(h.items(), self._drop)
+        prior = h.get("X-Forwarded-For")
+        headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else (peer or "")))
+        headers.append(("X-Forwarded-Proto", h.get("X-Forwarded-Proto") or request.scheme))
+        if host := (h.get("X-Forwarded-Host") or h.get("Host")):
+            headers.append(("X-Forwarded-Host", host))
         return headers
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         t0 = _perf()
         v = request.version
+        peer = request.remote
         cap = RawCapture(_wall(), t0, request.method, request.raw_path, f"{v.major}.{v.minor}",
-                         request.remote, self.upstream, request.raw_headers)
+                         peer, self.upstream, request.raw_headers)
         _current.set(cap)
         self.in_flight += 1
         try:
-            return await self._forward(request, cap)
+            return await self._forward(request, cap, peer)
         except asyncio.CancelledError:
             if cap.failure is None:
                 cap.failure = Failure.CLIENT_ABORT
@@ -251,7 +259,7 @@ class Proxy:
                 cap.t_done = _perf()
             self.recorder.submit(cap)
 
-    async def _forward(self, request: web.BaseRequest, cap: RawCapture) -> web.StreamResponse:
+    async def _forward(self, request: web.BaseRequest, cap: RawCapture, peer: str | None) -> web.StreamResponse:
         assert self.session is not None
         data: Any = None
         clen = request.content_length
@@ -265,7 +273,7 @@ class Proxy:
         try:
             resp = await self.session.request(
                 request.method, URL(self.upstream + request.raw_path, encoded=True),
-                headers=self._upstream_headers(request), data=data,
+                headers=self._upstream_headers(request, peer), data=data,
                 allow_redirects=False, compress=None, chunked=None,
             )
         except asyncio.CancelledError:
@@ -299,7 +307,8 @@ class Proxy:
     async def _relay(self, request: web.BaseRequest, resp: aiohttp.ClientResponse,
                      cap: RawCapture) -> web.StreamResponse:
         cap.status, cap.reason, cap.resp_headers = resp.status, resp.reason or "", resp.raw_headers
-        headers, sent = filter_headers(resp.headers.items(), drop_host=False)
+        sent: set[str] = set()
+        headers = filter_headers(resp.headers.items(), names=sent)
         clen = resp.content_length
         whole = clen is not None and clen <= WHOLE_BODY_MAX
         if not whole and self.rewrite_itx_endpoint and request.method == "POST" and resp.status == 200 \
