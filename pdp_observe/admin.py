@@ -1,4 +1,4 @@
-"""The admin listener: /healthz and /metrics now; the management API joins it later.
+"""The admin listener: /healthz, /metrics, the OTLP receiver; the management API joins it later.
 
 It runs on its own port (loopback by default) so a scrape or a health probe never competes
 with the traffic listener's accept queue.
@@ -6,7 +6,7 @@ with the traffic listener's accept queue.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -16,7 +16,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def build_admin_app(registry: CollectorRegistry, health: Callable[[], dict[str, Any]]) -> web.Application:
+def build_admin_app(registry: CollectorRegistry, health: Callable[[], dict[str, Any]],
+                    extra_routes: Iterable[web.RouteDef] = ()) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response(health())
 
@@ -30,4 +31,5 @@ def build_admin_app(registry: CollectorRegistry, health: Callable[[], dict[str, 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_routes(list(extra_routes))
     return app

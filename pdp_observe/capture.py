@@ -37,6 +37,7 @@ class RawCapture:
         "req_headers", "req_body", "req_size", "req_sha256", "req_truncated",
         "status", "reason", "resp_headers", "resp_body", "resp_size", "resp_sha256",
         "resp_truncated", "failure", "failure_detail",
+        "inflight", "trace", "tel",
     )
 
     def __init__(self, wall: float, t0: float, method: str, path: str, version: str,
@@ -65,6 +66,12 @@ class RawCapture:
         self.resp_truncated = False
         self.failure: str | None = None
         self.failure_detail: str | None = None
+        # correlation (see proxy.py): requests in flight at arrival (this one included);
+        # (trace_id, span_id, parent_span_id | None, sampled) of the sidecar's span;
+        # (generation, client's capture header | None, header sent, client bytes removed | None)
+        self.inflight = 0
+        self.trace: tuple[str, str, str | None, bool] | None = None
+        self.tel: tuple[str, str | None, str, int | None] | None = None
 
     @property
     def held_bytes(self) -> int:
@@ -233,4 +240,11 @@ def build_exchange(raw: RawCapture, redactor: Redactor, body_limit: int) -> Exch
         upstream=redactor.text(raw.upstream),
         failure=raw.failure,
         failure_detail=redactor.text(raw.failure_detail) if raw.failure_detail else None,
+        trace_id=raw.trace[0] if raw.trace else None,
+        span_id=raw.trace[1] if raw.trace else None,
+        parent_span_id=raw.trace[2] if raw.trace else None,
+        telemetry=None if raw.tel is None else {
+            "generation": raw.tel[0], "client_asked": raw.tel[1], "sent": raw.tel[2],
+            "stripped_bytes": raw.tel[3]},
+        pool={"in_flight": raw.inflight} if raw.inflight else None,
     )

@@ -14,6 +14,7 @@ import sys
 
 from . import __version__
 from .config import Settings, add_arguments, from_sources
+from .exchange import operation_from_dict
 from .store import Filter, StoreError, StoreReader
 from .views import drop_summary, row_json, show, table
 
@@ -101,7 +102,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         summary = drop_summary(reader.counters())
         if args.json:
             for r in rows:
-                print(json.dumps(row_json(r, reader.operation(r.id)), separators=(",", ":")))
+                record = reader.record(r.id) or {}
+                print(json.dumps(row_json(r, operation_from_dict(record.get("operation")), record,
+                                          reader.pressure(r.id)), separators=(",", ":")))
         else:
             print(table(rows))
             total = reader.count()
@@ -117,6 +120,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     reader = StoreReader(args.db)
     try:
         ex = reader.get(args.id)
+        ex.pressure = ex.pressure or reader.pressure(ex.id)
+        received = reader.spans_for_trace(ex.trace_id) if ex.trace_id else []
     finally:
         reader.close()
     if args.json:
@@ -124,9 +129,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         data["request"]["body"]["text"] = ex.request.body.data.decode("utf-8", "replace")
         if ex.response is not None:
             data["response"]["body"]["text"] = ex.response.body.data.decode("utf-8", "replace")
+        data["pressure"] = ex.pressure
+        data["received_spans"] = received
         print(json.dumps(data, indent=2))
     else:
-        print(show(ex))
+        print(show(ex, received))
     return 0
 
 

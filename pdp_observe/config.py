@@ -91,6 +91,13 @@ def parse_recorder(text: str) -> str:
     return text
 
 
+def parse_upstream_kind(text: str) -> str:
+    kinds = ("auto", "engine", "dataproxy", "qpe")
+    if text not in kinds:
+        raise ValueError(f"--upstream-kind is one of {', '.join(kinds)}, not {text!r}")
+    return text
+
+
 def parse_list(text: str | list[str]) -> list[str]:
     if isinstance(text, list):
         return text
@@ -155,6 +162,25 @@ class Settings:
     redact_param: list[str] = _opt([], "Extra query/URL parameter to redact (repeatable; "
                                    "api_key, apikey, token always are).", parse=parse_list,
                                    metavar="NAME", repeat=True)
+    capture_telemetry: bool = _opt(True, "Ask the upstream for its telemetry (spans, SQL with timings) "
+                                   "on every query by adding capture tokens to X-Capture-Telemetry "
+                                   "(merged with the client's own); what the client did not ask for is "
+                                   "removed from the answer before it reaches the client.", parse=parse_bool)
+    upstream_kind: str = _opt("auto", "What the upstream is: engine (query-engine HTTP API), dataproxy, "
+                              "qpe (Prisma 7 query-plan executor) or auto (learnt from the traffic). "
+                              "Decides which capture tokens it accepts.", parse=parse_upstream_kind,
+                              metavar="KIND")
+    propagate_trace: bool = _opt(True, "Forward a W3C traceparent naming the sidecar's span (a child "
+                                 "of the client's, when it sent one).", parse=parse_bool)
+    engine_metrics_url: str = _opt("", "Engine /metrics to scrape for connection-pool gauges and "
+                                   "histograms, e.g. http://127.0.0.1:4467/metrics (add ?format=json "
+                                   "for the JSON form). Empty: no scraping.", metavar="URL")
+    engine_metrics_interval: float = _opt(1.0, "How often the engine's /metrics is scraped.",
+                                          parse=parse_duration, metavar="DURATION")
+    otlp_forward: str = _opt("", "Forward spans received on the admin listener's /v1/traces (from "
+                             "engines started with --enable-open-telemetry) to this OTLP/HTTP "
+                             "collector base URL. The sidecar's own spans go to "
+                             "OTEL_EXPORTER_OTLP_ENDPOINT (standard OTel variables).", metavar="URL")
     log_level: str = _opt("info", "Log level: debug, info, warning, error.", metavar="LEVEL")
 
     @property
@@ -176,6 +202,11 @@ class Settings:
         self.listen_addr  # noqa: B018 - parse for the error message
         self.admin_addr  # noqa: B018
         parse_recorder(self.recorder)
+        parse_upstream_kind(self.upstream_kind)
+        for name in ("engine_metrics_url", "otlp_forward"):
+            value = getattr(self, name)
+            if value and not re.match(r"^https?://[^/]+", value):
+                raise ValueError(f"{flag_name(name)} must be an http:// or https:// URL, got {value!r}")
         if self.recorder_cpus:
             parse_cpus(self.recorder_cpus)
         if self.capture_body_limit < 0 or self.queue_max < 1:
@@ -218,7 +249,7 @@ def _show_default(name: str, value: Any) -> str:
                 return f"{value // mult}{unit}"
     if name in ("max_age",) and value and value % 86400 == 0:
         return f"{int(value // 86400)}d"
-    if name.endswith("timeout"):
+    if name.endswith("timeout") or name.endswith("interval"):
         return f"{value:g}s"
     return str(value)
 

@@ -159,10 +159,23 @@ class Exchange:
     failure: str | None = None
     failure_detail: str | None = None
     operation: Operation | None = None
-    telemetry: dict[str, Any] | None = None
-    pool: dict[str, Any] | None = None
+    telemetry: dict[str, Any] | None = None  # what was asked of the engine, and its answer
+    pool: dict[str, Any] | None = None  # derived pressure + engine pool samples at start/end
     trace_id: str | None = None
-    span_id: str | None = None
+    span_id: str | None = None  # the sidecar's own span (the upstream sees it as parent)
+    parent_span_id: str | None = None  # the client's span, when it sent a traceparent
+    pressure: dict[str, Any] | None = None  # who held the pool, at a P2024/P2028/P6000
+
+    @property
+    def engine_ms(self) -> float | None:
+        """Time the engine says it spent (its root span), None when it did not say."""
+        eng = (self.telemetry or {}).get("engine")
+        return None if not eng else eng.get("engine_ms")
+
+    @property
+    def sql_timings(self) -> list[dict[str, Any]]:
+        eng = (self.telemetry or {}).get("engine")
+        return [{"sql": s["sql"], "ms": s["ms"]} for s in (eng or {}).get("sql") or ()]
 
     @property
     def status(self) -> int | None:
@@ -191,7 +204,8 @@ class Exchange:
             "failure_detail": self.failure_detail,
             "operation": None if self.operation is None else operation_to_dict(self.operation),
             "telemetry": self.telemetry, "pool": self.pool, "trace_id": self.trace_id,
-            "span_id": self.span_id,
+            "span_id": self.span_id, "parent_span_id": self.parent_span_id,
+            "pressure": self.pressure,
         }
 
 
@@ -238,5 +252,6 @@ def exchange_from_dict(data: dict[str, Any], req_body: bytes, resp_body: bytes) 
         client=data.get("client"), upstream=data.get("upstream"), failure=data.get("failure"),
         failure_detail=data.get("failure_detail"), operation=operation_from_dict(data.get("operation")),
         telemetry=data.get("telemetry"), pool=data.get("pool"), trace_id=data.get("trace_id"),
-        span_id=data.get("span_id"),
+        span_id=data.get("span_id"), parent_span_id=data.get("parent_span_id"),
+        pressure=data.get("pressure"),
     )

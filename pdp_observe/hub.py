@@ -62,6 +62,13 @@ class Recorder:
         # what the proxy process reports when recording runs in its own process (see link.py)
         self.remote_dropped: dict[str, int] = {}
         self.remote_in_flight = 0
+        self.remote_high_water = 0
+        self.remote_active: list[dict[str, Any]] = []
+        # records made outside the worker (pool samples, received spans), stored with the next batch
+        self._records: deque[Any] = deque()
+        self.records_max = 10000
+        self.tick_every = 0.2
+        self._last_tick = 0.0
         # worker-owned
         self._out_count = 0
         self._out_bytes = 0
@@ -104,6 +111,15 @@ class Recorder:
         for reason, n in dict(stats.get("dropped_delta") or {}).items():  # type: ignore[call-overload]
             self.remote_dropped[reason] = self.remote_dropped.get(reason, 0) + int(n)
         self.remote_in_flight = int(stats.get("in_flight") or 0)  # type: ignore[call-overload]
+        self.remote_high_water = int(stats.get("high_water") or 0)  # type: ignore[call-overload]
+        self.remote_active = list(stats.get("active") or ())  # type: ignore[call-overload]
+
+    def add_record(self, kind: str, record: Any) -> None:
+        """Any thread: a record to store beside the next batch (bounded; overflow is counted)."""
+        if len(self._records) >= self.records_max:
+            self.dropped_records = getattr(self, "dropped_records", 0) + 1
+            return
+        self._records.append((kind, record))
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -134,6 +150,8 @@ class Recorder:
                 continue
             if self._stop.is_set():
                 return
+            if self._records or time.monotonic() - self._last_tick >= self.tick_every:
+                self.process([])  # time-driven work: snapshots due, records from other threads
             self._maybe_prune()
             self._stop.wait(self.idle_wait)
 
@@ -161,13 +179,16 @@ class Recorder:
             except Exception as exc:  # noqa: BLE001 - bad input costs one capture, not the worker
                 log.debug("capture build failed: %r", exc)
                 self._drop("process_error", 1)
+        self._last_tick = time.monotonic()
         extra: list[Any] = []
         for proc in self.processors:
             try:
                 extra.extend(proc(exchanges) or ())
             except Exception as exc:  # noqa: BLE001
                 log.warning("processor %s failed: %r", getattr(proc, "name", proc), exc)
-        if self.writer is not None and exchanges:
+        while self._records:
+            extra.append(self._records.popleft())
+        if self.writer is not None and (exchanges or extra):
             try:
                 self.writer.write(exchanges, extra)
                 self.stored += len(exchanges)
@@ -175,7 +196,10 @@ class Recorder:
                 reason = classify_sqlite_error(exc)
                 self._drop(reason, len(exchanges))
                 log.debug("store write failed (%s): %s", reason, exc)
-            self._flush_counters()
+            if exchanges:
+                self._flush_counters()
+        if not exchanges:
+            return exchanges
         for sink in self.sinks:
             try:
                 sink.handle(exchanges)

@@ -7,12 +7,14 @@ Per-exchange series are updated by the worker, a batch at a time, off the reques
 
 from __future__ import annotations
 
-from typing import Iterable
+import re
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .correlate import Correlate, pressure_trigger
 from .exchange import Exchange
 from .hub import Recorder
 
@@ -57,25 +59,151 @@ class RecorderCollector(Collector):
                                     value=self.in_flight())
 
 
+class CorrelationCollector(Collector):
+    """Gauges read at scrape time from the correlation side: open transactions, high-water
+    mark, snapshots taken, span export and OTLP receiver health."""
+
+    def __init__(self, correlate: Correlate, *, high_water: "Callable[[], int] | None" = None,
+                 exporter: Any = None, receiver: Any = None, forwarder: Any = None) -> None:
+        self.correlate = correlate
+        self.high_water = high_water
+        self.exporter = exporter
+        self.receiver = receiver
+        self.forwarder = forwarder
+
+    def collect(self) -> Iterable[Metric]:
+        c = self.correlate
+        yield GaugeMetricFamily("pdp_transactions_open", "Interactive transactions open now (seen "
+                                "started, not yet ended)", value=c.open_transactions)
+        if self.high_water is not None:
+            yield GaugeMetricFamily("pdp_requests_in_flight_high_water", "Most requests in flight "
+                                    "at once since the sidecar started", value=self.high_water())
+        yield CounterMetricFamily("pdp_pressure_snapshots", "Pressure snapshots taken (who held "
+                                  "the pool at a P2024/P2028/P6000/timeout)", value=c.snapshots)
+        yield CounterMetricFamily("pdp_engine_telemetry_parsed", "Responses whose engine telemetry "
+                                  "was parsed", value=c.telemetry_parsed)
+        if self.exporter is not None:
+            spans = CounterMetricFamily("pdp_trace_export_spans", "Spans handed to the OTLP exporter, "
+                                        "by result", labels=["result"])
+            spans.add_metric(["ok"], self.exporter.exported)
+            spans.add_metric(["failed"], self.exporter.failed)
+            yield spans
+        if self.receiver is not None:
+            st = self.receiver.stats
+            yield CounterMetricFamily("pdp_otlp_received_spans", "Spans received on /v1/traces",
+                                      value=st.get("spans", 0))
+            rejected = CounterMetricFamily("pdp_otlp_rejected_requests", "OTLP requests refused, by "
+                                           "reason", labels=["reason"])
+            for reason, n in sorted((st.get("rejected") or {}).items()):
+                rejected.add_metric([reason], n)
+            yield rejected
+        if self.forwarder is not None:
+            fw = CounterMetricFamily("pdp_otlp_forwarded_requests", "OTLP requests forwarded to the "
+                                     "collector, by result", labels=["result"])
+            for key in ("forwarded", "failed", "dropped"):
+                fw.add_metric([key], self.forwarder.stats.get(key, 0))
+            yield fw
+
+
+class BoundedLabel:
+    """Label values from what the wire says, capped: the first ``limit`` distinct values that
+    look like Prisma identifiers are kept, anything else is ``other``. Model and action names
+    come from the schema, so a real app stays far below the cap; a client sending free text
+    (or a bug) cannot explode the series count."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return ""
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.limit or not _IDENT.fullmatch(value):
+            return "other"
+        self.seen.add(value)
+        return value
+
+
+_IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,63}")
+_CODE = re.compile(r"P\d{4}")
+
+
 class ExchangeMetrics:
-    """A sink: per-exchange counters and histograms, label values from bounded sets only."""
+    """A sink: per-exchange counters and histograms, label values from bounded sets only.
+
+    Histograms carry OpenMetrics exemplars (trace id, exchange id) so a latency spike on a
+    dashboard links to the trace and to ``pdp-observe show <id>``.
+    """
 
     name = "metrics"
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, tracker: Any = None,
+                 model_limit: int = 200, action_limit: int = 64) -> None:
+        self.tracker = tracker
+        self.model = BoundedLabel(model_limit)
+        self.action = BoundedLabel(action_limit)
         self.requests = Counter("pdp_requests", "Exchanges seen on the hop",
                                 ["method", "status", "failure"], registry=registry)
+        self.operations = Counter("pdp_prisma_operations", "Prisma operations seen on the hop, by "
+                                  "model, action, HTTP status and Prisma error code",
+                                  ["model", "action", "status", "code"], registry=registry)
         self.duration = Histogram("pdp_request_duration_ms", "Total time on the hop (ms)",
-                                  buckets=DURATION_BUCKETS_MS, registry=registry)
+                                  ["model", "action"], buckets=DURATION_BUCKETS_MS, registry=registry)
+        self.upstream = Histogram("pdp_upstream_duration_ms", "Time from the upstream connection to "
+                                  "its first response byte (ms)", buckets=DURATION_BUCKETS_MS,
+                                  registry=registry)
+        self.engine = Histogram("pdp_engine_duration_ms", "Time the engine says it spent (its root "
+                                "span, ms)", buckets=DURATION_BUCKETS_MS, registry=registry)
+        self.sql = Histogram("pdp_sql_duration_ms", "SQL statement durations the engine reported (ms)",
+                             buckets=DURATION_BUCKETS_MS, registry=registry)
         self.bytes = Counter("pdp_body_bytes", "Body bytes forwarded", ["direction"], registry=registry)
+        self.tx_ended = Counter("pdp_transactions_ended", "Interactive transactions that ended, by "
+                                "outcome", ["outcome"], registry=registry)
+        self.tx_duration = Histogram("pdp_transaction_duration_ms", "Interactive transaction "
+                                     "duration, start to end (ms)", buckets=DURATION_BUCKETS_MS,
+                                     registry=registry)
+        self.pressure = Counter("pdp_pressure_events", "Exchanges that hit a pool/transaction limit "
+                                "(P2024, P2028, P6000, timeouts)", ["trigger"], registry=registry)
+        self._tx_counted: set[str] = set()
 
     def handle(self, exchanges: list[Exchange]) -> None:
         for ex in exchanges:
             method = ex.request.method if ex.request.method in _METHODS else "OTHER"
             status = str(ex.status) if ex.status is not None else "none"
             self.requests.labels(method, status, ex.failure or "").inc()
+            op = ex.operation
+            model = self.model(op.model) if op else ""
+            action = self.action(op.action or (op.kind if op.kind not in (None, "other") else None)) if op else ""
+            code = (op.error_code if _CODE.fullmatch(op.error_code) else "other") if op and op.error_code else ""
+            self.operations.labels(model, action, status, code).inc()
+            exemplar = {"trace_id": ex.trace_id, "exchange_id": ex.id} if ex.trace_id else None
             if (ms := ex.timings.duration_ms) is not None:
-                self.duration.observe(ms)
+                self.duration.labels(model, action).observe(ms, exemplar)
+            t = ex.timings
+            if t.upstream_connected is not None and t.first_byte is not None:
+                self.upstream.observe((t.first_byte - t.upstream_connected) * 1000.0, exemplar)
+            if (eng := ex.engine_ms) is not None:
+                self.engine.observe(eng, exemplar)
+            for st in ex.sql_timings:
+                if st["ms"] is not None:
+                    self.sql.observe(st["ms"])
             self.bytes.labels("request").inc(ex.request.body.size)
             if ex.response is not None:
                 self.bytes.labels("response").inc(ex.response.body.size)
+            if op is not None and op.txn and self.tracker is not None:
+                self._transaction(op.txn)
+            if (trigger := pressure_trigger(ex)) is not None:
+                self.pressure.labels(trigger).inc()
+
+    def _transaction(self, txn: str) -> None:
+        tx = self.tracker.open.get(txn)
+        if tx is None or tx.outcome == "open" or txn in self._tx_counted:
+            return
+        if len(self._tx_counted) > 100000:
+            self._tx_counted.clear()
+        self._tx_counted.add(txn)
+        self.tx_ended.labels(tx.outcome).inc()
+        if tx.duration_ms is not None:
+            self.tx_duration.observe(tx.duration_ms)

@@ -27,7 +27,9 @@ from yarl import URL
 from aiohttp import hdrs, web
 
 from .capture import BodyTee, RawCapture, keep_whole
+from .engine.telemetry import GEN_ENGINE, GEN_QPE, client_ask, merged_header, strip_extensions
 from .exchange import Failure
+from .tracecontext import format_traceparent, start_span
 from typing import Protocol
 
 
@@ -169,6 +171,35 @@ def rewrite_itx_endpoint(body: bytes, upstream_origin: str, client_origin: str) 
     return body[: m.start(2)] + client_origin.encode("latin-1") + body[m.end(2):]
 
 
+UPSTREAM_KINDS = ("auto", "engine", "dataproxy", "qpe")
+_TXN_IN_PATH = re.compile(r"/(?:transaction|itx)/(?!start\b)([^/?]+)/")
+# Responses up to this size are buffered to remove telemetry the client did not ask for;
+# past it (rare: a query result this large) they stream as sent and the exchange says so.
+TELEMETRY_EDIT_MAX = 16 * 1024**2
+
+
+def telemetry_generation(method: str, path: str, kind: str) -> str | None:
+    """Which capture-header dialect a request speaks, from its route (None: not a query route).
+
+    ``/transaction/start|<id>/commit|rollback`` exist on both the engine and the Prisma 7
+    executor, so they take the upstream's kind — configured, or learnt from the first
+    unambiguous route (``POST /`` is the engine, ``POST /query`` the executor).
+    """
+    if method != "POST":
+        return None
+    if path == "/":
+        return GEN_ENGINE
+    if path == "/query" or (path.startswith("/transaction/") and path.endswith("/query")):
+        return GEN_QPE
+    if path.endswith("/graphql") or "/itx/" in path:
+        return GEN_ENGINE  # Data Proxy: the header is handed to its engine
+    if path.startswith("/transaction/"):
+        return {"engine": GEN_ENGINE, "qpe": GEN_QPE, "dataproxy": GEN_ENGINE}.get(kind)
+    if path.endswith("/transaction/start"):  # /<version>/<hash>/transaction/start
+        return GEN_ENGINE
+    return None
+
+
 def error_response(status: int, message: str, upstream: str) -> web.Response:
     body = json.dumps({"error": message, "upstream": upstream, "source": "pdp_observe"})
     return web.Response(status=status, text=body, content_type="application/json")
@@ -196,8 +227,17 @@ class Proxy:
     def __init__(self, upstream: str, recorder: CaptureSink, *, body_limit: int = 1024**2,
                  preserve_host: bool = False, forwarded_headers: bool = True,
                  connect_timeout: float = 5.0, read_timeout: float = 300.0,
-                 pool_size: int = 100, rewrite_itx_endpoint: bool = True) -> None:
+                 pool_size: int = 100, rewrite_itx_endpoint: bool = True,
+                 capture_telemetry: bool = False, upstream_kind: str = "auto",
+                 propagate_trace: bool = True) -> None:
         self.upstream = upstream.rstrip("/")
+        self.capture_telemetry = capture_telemetry
+        self.upstream_kind = upstream_kind
+        self.propagate_trace = propagate_trace
+        self._plans: dict[tuple[str, str | None], tuple[str | None, Any]] = {}
+        # requests being forwarded now (pressure snapshots name them) and the most at once
+        self.active: dict[int, RawCapture] = {}
+        self.high_water = 0
         self.rewrite_itx_endpoint = rewrite_itx_endpoint
         # names never forwarded upstream besides hop-by-hop ones: our own X-Forwarded-* replace
         # the client's (their values are folded in), and Host is the upstream's unless preserved
@@ -226,11 +266,57 @@ class Proxy:
         if self.session is not None:
             await self.session.close()
 
-    def _upstream_headers(self, request: web.BaseRequest, peer: str | None) -> list[tuple[str, str]]:
-        if not self.forwarded_headers:
-            return filter_headers(request.headers.items(), self._drop)
+    def in_flight_list(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Requests being forwarded now (for pressure snapshots): arrival, method, path, txn.
+
+        Paths are as sent (the recorder redacts them); the transaction is read from the path
+        (executor, Data Proxy) or the engine's X-transaction-id header.
+        """
+        out = []
+        for cap in list(self.active.values())[:limit]:
+            m = _TXN_IN_PATH.search(cap.path)
+            txn = m.group(1) if m else None
+            if txn is None:
+                for k, v in cap.req_headers:
+                    if k.lower() == b"x-transaction-id":
+                        txn = v.decode("latin-1")
+                        break
+            out.append({"received": cap.wall, "method": cap.method, "path": cap.path, "txn": txn})
+        return out
+
+    def _plan(self, gen: str, client_value: str | None) -> tuple[str | None, Any]:
+        """(header to send or None, what the client asked), cached: clients send few variants."""
+        key = (gen, client_value)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 256:
+                self._plans.clear()
+            plan = self._plans[key] = (merged_header(client_value, gen), client_ask(client_value, gen))
+        return plan
+
+    def _upstream_headers(self, request: web.BaseRequest, peer: str | None,
+                          cap: RawCapture) -> list[tuple[str, str]]:
         h = request.headers
         headers = filter_headers(h.items(), self._drop)
+        if self.propagate_trace:
+            cap.trace = trace = start_span(h.get("traceparent"))
+            _set_header(headers, "traceparent", format_traceparent(trace[0], trace[1], trace[3]))
+        if self.capture_telemetry:
+            path = cap.path.partition("?")[0]
+            if self.upstream_kind == "auto" and cap.method == "POST":
+                if path == "/":
+                    self.upstream_kind = "engine"
+                elif path == "/query":
+                    self.upstream_kind = "qpe"
+            gen = telemetry_generation(cap.method, path, self.upstream_kind)
+            if gen is not None:
+                client_value = h.get("X-Capture-Telemetry")
+                send, _ = self._plan(gen, client_value)
+                if send is not None:
+                    _set_header(headers, "X-Capture-Telemetry" if gen == GEN_QPE else "X-capture-telemetry", send)
+                    cap.tel = (gen, client_value, send, None)
+        if not self.forwarded_headers:
+            return headers
         prior = h.get("X-Forwarded-For")
         headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else (peer or "")))
         headers.append(("X-Forwarded-Proto", h.get("X-Forwarded-Proto") or request.scheme))
@@ -245,7 +331,11 @@ class Proxy:
         cap = RawCapture(_wall(), t0, request.method, request.raw_path, f"{v.major}.{v.minor}",
                          peer, self.upstream, request.raw_headers)
         _current.set(cap)
-        self.in_flight += 1
+        self.in_flight = n = self.in_flight + 1
+        cap.inflight = n
+        if n > self.high_water:
+            self.high_water = n
+        self.active[id(cap)] = cap
         try:
             return await self._forward(request, cap, peer)
         except asyncio.CancelledError:
@@ -255,6 +345,7 @@ class Proxy:
             raise
         finally:
             self.in_flight -= 1
+            del self.active[id(cap)]
             if cap.t_done is None:
                 cap.t_done = _perf()
             self.recorder.submit(cap)
@@ -273,7 +364,7 @@ class Proxy:
         try:
             resp = await self.session.request(
                 request.method, URL(self.upstream + request.raw_path, encoded=True),
-                headers=self._upstream_headers(request, peer), data=data,
+                headers=self._upstream_headers(request, peer, cap), data=data,
                 allow_redirects=False, compress=None, chunked=None,
             )
         except asyncio.CancelledError:
@@ -311,6 +402,9 @@ class Proxy:
         headers = filter_headers(resp.headers.items(), names=sent)
         clen = resp.content_length
         whole = clen is not None and clen <= WHOLE_BODY_MAX
+        tel = cap.tel
+        if tel is not None and not whole and (clen is None or clen <= TELEMETRY_EDIT_MAX):
+            whole = True  # the answer carries telemetry the client did not ask for: edit it
         if not whole and self.rewrite_itx_endpoint and request.method == "POST" and resp.status == 200 \
                 and request.path.endswith("/transaction/start"):
             whole = True  # a tiny JSON answer we may need to edit (see rewrite_itx_endpoint)
@@ -319,6 +413,9 @@ class Proxy:
             out.content_length = clen
         if whole or request.method == "HEAD" or resp.status in (204, 304):
             body = await self._read_whole(resp, cap)
+            if tel is not None:
+                body = self._strip_telemetry(body, resp, cap, tel)
+                out.content_length = len(body)
             if b'"data-proxy"' in body and (new := self._rewrite_itx(request, body)) is not None:
                 body = cap.resp_body = new
                 out.content_length = len(new)
@@ -331,6 +428,8 @@ class Proxy:
                 cap.failure, cap.failure_detail = Failure.CLIENT_ABORT, f"client went away: {exc!r}"
             cap.t_done = _perf()
             return out
+        if tel is not None:
+            cap.tel = (tel[0], tel[1], tel[2], -1)  # too large to edit: passed on as sent
         await out.prepare(request)
         try:
             await self._stream_response(resp, out, cap)
@@ -342,6 +441,19 @@ class Proxy:
         await out.write_eof()
         cap.t_done = _perf()
         return out
+
+    def _strip_telemetry(self, body: bytes, resp: aiohttp.ClientResponse, cap: RawCapture,
+                         tel: tuple[str, str | None, str, int | None]) -> bytes:
+        """The body the client would have had without the sidecar's capture tokens."""
+        if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
+            cap.tel = (tel[0], tel[1], tel[2], -1)  # compressed: passed on as sent (recorded)
+            return body
+        new = strip_extensions(body, self._plan(tel[0], tel[1])[1], tel[0])
+        if new is None:
+            cap.tel = (tel[0], tel[1], tel[2], 0)
+            return body
+        cap.tel = (tel[0], tel[1], tel[2], len(body) - len(new))
+        return new
 
     def _rewrite_itx(self, request: web.BaseRequest, body: bytes) -> bytes | None:
         if not self.rewrite_itx_endpoint or request.method != "POST" or not request.path.endswith("/transaction/start"):
@@ -379,6 +491,19 @@ class Proxy:
                     raise
         finally:
             cap.resp_body, cap.resp_size, cap.resp_sha256, cap.resp_truncated = tee.result()
+
+
+def _set_header(headers: list[tuple[str, str]], name: str, value: str) -> None:
+    """Replace the first header of that name in place (keeping the sender's spelling), or add it."""
+    lname = name.lower()
+    for i, (k, _) in enumerate(headers):
+        if k.lower() == lname:
+            headers[i] = (k, value)
+            for j in range(len(headers) - 1, i, -1):  # duplicates would be merged upstream
+                if headers[j][0].lower() == lname:
+                    del headers[j]
+            return
+    headers.append((name, value))
 
 
 async def serve(proxy: Proxy, host: str, port: int) -> tuple[asyncio.AbstractServer, web.Server]:

@@ -19,15 +19,18 @@ import sys
 
 from .config import Settings, parse_cpus
 from .link import FRAME_CAPTURES, FRAME_STATS, FrameReader, decode_captures
-from .sidecar import build_recorder, start_admin
+from .recording import build_recording
 
 log = logging.getLogger("pdp_observe.recorder")
 
 
 async def serve(settings: Settings) -> int:
-    recorder, registry = build_recorder(settings, in_flight=lambda: recorder.remote_in_flight)
+    rec = build_recording(settings, in_flight=lambda: recorder.remote_in_flight,
+                          in_flight_list=lambda: recorder.remote_active,
+                          high_water=lambda: recorder.remote_high_water)
+    recorder = rec.recorder
     recorder.start()
-    runner = None
+    await rec.start_services()
 
     def health() -> dict[str, object]:
         return {"status": "ok", "upstream": settings.upstream, "listen": settings.listen, "db": settings.db,
@@ -52,15 +55,14 @@ async def serve(settings: Settings) -> int:
     try:
         admin_port = None
         if settings.admin_addr is not None:
-            runner, admin_port = await start_admin(settings.admin_addr, registry, health)
+            admin_port = await rec.start_admin(settings.admin_addr, health)
         await loop.connect_read_pipe(lambda: FrameReader(on_frame, done.set), sys.stdin.buffer)
         print(json.dumps({"ready": True, "admin_port": admin_port, "pid": os.getpid()}), flush=True)
         os.dup2(2, 1)  # nobody reads our stdout after the ready line: never let it fill and block us
         await done.wait()
     finally:
-        await asyncio.to_thread(recorder.stop)
-        if runner is not None:
-            await runner.cleanup()
+        await rec.stop_services()
+        await asyncio.to_thread(rec.stop_recorder)
         dropped = recorder.dropped()
         if dropped:
             log.warning("captures dropped this run: %s", ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())))

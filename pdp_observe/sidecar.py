@@ -19,50 +19,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from .admin import build_admin_app
 from .config import Settings
 from .hub import Recorder
 from .link import RecorderLink
-from .metrics import ExchangeMetrics, RecorderCollector
-from .pipeline import DecodeOperations
 from .proxy import Proxy, serve
-from .redact import Redactor
+from .recording import RecordingSide, build_recording
 from .store import StoreWriter
 
 log = logging.getLogger("pdp_observe")
-
-
-def build_recorder(settings: Settings, *, writer: StoreWriter | None = None,
-                   registry: CollectorRegistry | None = None,
-                   in_flight: Callable[[], int] | None = None) -> tuple[Recorder, CollectorRegistry]:
-    """The recording side, identical in both modes: store, decoding, metrics."""
-    recorder = Recorder(
-        writer if writer is not None else StoreWriter(settings.db),
-        redactor=Redactor.with_extra(settings.redact_header, settings.redact_param),
-        body_limit=settings.capture_body_limit, queue_max=settings.queue_max,
-        queue_max_bytes=settings.queue_max_bytes, max_age=settings.max_age,
-        max_db_size=settings.max_db_size,
-    )
-    recorder.processors.append(DecodeOperations())
-    registry = registry or CollectorRegistry()
-    recorder.sinks.append(ExchangeMetrics(registry))
-    registry.register(RecorderCollector(recorder, in_flight))
-    return recorder, registry
-
-
-async def start_admin(addr: tuple[str, int], registry: CollectorRegistry,
-                      health: Callable[[], dict[str, Any]]) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(build_admin_app(registry, health), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, addr[0], addr[1]).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner, runner.addresses[0][1]
 
 
 def _grow_pipe(transport: Any, size: int = 1 << 20) -> None:
@@ -79,10 +45,12 @@ def _grow_pipe(transport: Any, size: int = 1 << 20) -> None:
 class RecorderChild:
     """The recorder process, seen from the proxy: spawn, feed, respawn if it dies, stop."""
 
-    def __init__(self, settings: Settings, link: RecorderLink, in_flight: Callable[[], int]) -> None:
+    def __init__(self, settings: Settings, link: RecorderLink, proxy: Proxy) -> None:
         self.settings = settings
         self.link = link
-        self.in_flight = in_flight
+        self.in_flight = lambda: proxy.in_flight
+        self.active = proxy.in_flight_list
+        self.high_water = lambda: proxy.high_water
         self.proc: asyncio.subprocess.Process | None = None
         self.admin_port: int | None = None
         self.restarts = 0
@@ -127,7 +95,7 @@ class RecorderChild:
             except Exception as exc:  # noqa: BLE001 - keep forwarding; try again later
                 log.error("restarting the recorder failed: %s", exc)
 
-    async def _stats_loop(self, every: float = 1.0) -> None:
+    async def _stats_loop(self, every: float = 0.5) -> None:
         while True:
             await asyncio.sleep(every)
             self.send_stats()
@@ -137,7 +105,8 @@ class RecorderChild:
             return  # deltas wait until a recorder can count them
         now = dict(self.link.dropped)
         delta = {k: v - self._reported.get(k, 0) for k, v in now.items() if v != self._reported.get(k, 0)}
-        self.link.send_stats({"in_flight": self.in_flight(), "dropped_delta": delta})
+        self.link.send_stats({"in_flight": self.in_flight(), "dropped_delta": delta,
+                              "active": self.active(), "high_water": self.high_water()})
         self._reported = now
 
     async def stop(self, timeout: float = 20.0) -> None:
@@ -168,15 +137,21 @@ class Sidecar:
 
     settings: Settings
     proxy: Proxy
-    recorder: Recorder | None = None
-    registry: CollectorRegistry | None = None
+    recording: RecordingSide | None = None
     child: RecorderChild | None = None
     port: int = 0
     admin_port: int | None = None
     _servers: list[Any] = field(default_factory=list)
-    _admin_runner: web.AppRunner | None = None
     _reporter: asyncio.Task[None] | None = None
     started: float = field(default_factory=time.time)
+
+    @property
+    def recorder(self) -> Recorder | None:
+        return self.recording.recorder if self.recording is not None else None
+
+    @property
+    def registry(self) -> CollectorRegistry | None:
+        return self.recording.registry if self.recording is not None else None
 
     def health(self) -> dict[str, Any]:
         r = self.recorder
@@ -202,13 +177,13 @@ class Sidecar:
                 await asyncio.wait_for(srv.wait_closed(), 5)
             except (asyncio.TimeoutError, TimeoutError):
                 pass
-        if self._admin_runner is not None:
-            await self._admin_runner.cleanup()
+        if self.recording is not None:
+            await self.recording.stop_services()
         await self.proxy.close()
         if self.child is not None:
             await self.child.stop()
-        if self.recorder is not None:
-            await asyncio.to_thread(self.recorder.stop)
+        if self.recording is not None:
+            await asyncio.to_thread(self.recording.stop_recorder)
         self._report_drops(final=True)
 
     def _report_drops(self, final: bool = False, last: dict[str, int] | None = None) -> dict[str, int]:
@@ -227,30 +202,38 @@ class Sidecar:
 
 
 async def start_sidecar(settings: Settings, *, writer: StoreWriter | None = None,
-                        registry: CollectorRegistry | None = None, report_every: float = 10.0) -> Sidecar:
+                        registry: CollectorRegistry | None = None, span_processor: Any = None,
+                        report_every: float = 10.0) -> Sidecar:
     """Start the recorder (thread or process) and the listeners. Raises on bad settings/ports.
 
-    An injected ``writer`` or ``registry`` implies the inline recorder (they live here).
+    An injected ``writer``, ``registry`` or ``span_processor`` implies the inline recorder
+    (they live here).
     """
     settings.validate()
-    inline = settings.recorder == "inline" or writer is not None or registry is not None
+    inline = (settings.recorder == "inline" or writer is not None or registry is not None
+              or span_processor is not None)
     proxy = Proxy(settings.upstream, None, body_limit=settings.capture_body_limit,  # type: ignore[arg-type]
                   preserve_host=settings.preserve_host, forwarded_headers=settings.forwarded_headers,
                   connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
-                  pool_size=settings.upstream_pool_size, rewrite_itx_endpoint=settings.rewrite_itx_endpoint)
+                  pool_size=settings.upstream_pool_size, rewrite_itx_endpoint=settings.rewrite_itx_endpoint,
+                  capture_telemetry=settings.capture_telemetry, upstream_kind=settings.upstream_kind,
+                  propagate_trace=settings.propagate_trace)
     sc = Sidecar(settings, proxy)
     try:
         if inline:
             if writer is None:
                 writer = await asyncio.to_thread(StoreWriter, settings.db)
-            sc.recorder, sc.registry = build_recorder(settings, writer=writer, registry=registry,
-                                                      in_flight=lambda: proxy.in_flight)
-            proxy.recorder = sc.recorder
-            sc.recorder.start()
+            sc.recording = rec = build_recording(
+                settings, writer=writer, registry=registry, in_flight=lambda: proxy.in_flight,
+                in_flight_list=proxy.in_flight_list, high_water=lambda: proxy.high_water,
+                span_processor=span_processor)
+            proxy.recorder = rec.recorder
+            rec.recorder.start()
+            await rec.start_services()
         else:
             link = RecorderLink(settings.queue_max, settings.queue_max_bytes)
             proxy.recorder = link  # type: ignore[assignment]
-            sc.child = RecorderChild(settings, link, lambda: proxy.in_flight)
+            sc.child = RecorderChild(settings, link, proxy)
             await sc.child.start()
             sc.admin_port = sc.child.admin_port
         host, port = settings.listen_addr
@@ -258,8 +241,8 @@ async def start_sidecar(settings: Settings, *, writer: StoreWriter | None = None
         sc._servers.append(srv)
         sc.port = srv.sockets[0].getsockname()[1]
         if inline and (admin := settings.admin_addr) is not None:
-            assert sc.registry is not None
-            sc._admin_runner, sc.admin_port = await start_admin(admin, sc.registry, sc.health)
+            assert sc.recording is not None
+            sc.admin_port = await sc.recording.start_admin(admin, sc.health)
     except BaseException:
         await sc.stop()
         raise

@@ -20,7 +20,7 @@ import zstandard
 
 from .exchange import Exchange, exchange_from_dict, operation_from_dict
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Forward-only migrations: (version, name, SQL). Never edit a released one; append a new one.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -77,14 +77,42 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         CREATE INDEX ix_transactions_started ON transactions(started);
     """),
+    (4, "engine correlation: telemetry, pressure snapshots, pool samples, received spans", """
+        ALTER TABLE exchanges ADD COLUMN engine_ms REAL;
+        ALTER TABLE exchanges ADD COLUMN trace_id TEXT;
+        CREATE TABLE pressure (
+            exchange_id TEXT PRIMARY KEY,
+            ts REAL NOT NULL,
+            trigger TEXT NOT NULL,
+            data BLOB NOT NULL
+        );
+        CREATE INDEX ix_pressure_ts ON pressure(ts);
+        CREATE TABLE pool_samples (
+            seq INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            upstream TEXT,
+            data BLOB NOT NULL
+        );
+        CREATE INDEX ix_pool_samples_ts ON pool_samples(ts);
+        CREATE TABLE otel_spans (
+            seq INTEGER PRIMARY KEY,
+            trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL,
+            ts REAL NOT NULL,
+            data BLOB NOT NULL
+        );
+        CREATE INDEX ix_otel_spans_trace ON otel_spans(trace_id);
+        CREATE INDEX ix_otel_spans_ts ON otel_spans(ts);
+    """),
 ]
 
 LIST_COLUMNS = ("id", "ts", "method", "path", "status", "duration_ms", "req_bytes",
                 "resp_bytes", "failure", "truncated", "protocol", "kind", "model", "action",
-                "fingerprint", "txn", "error_code", "sql_count")
+                "fingerprint", "txn", "error_code", "sql_count", "engine_ms", "trace_id")
 _INSERT = ("INSERT INTO exchanges (id, ts, method, path, status, duration_ms, req_bytes, resp_bytes, "
            "failure, truncated, record, req_body, resp_body, protocol, kind, model, action, "
-           "fingerprint, txn, error_code, sql_count) VALUES (" + ",".join("?" * 21) + ")")
+           "fingerprint, txn, error_code, sql_count, engine_ms, trace_id) VALUES ("
+           + ",".join("?" * 23) + ")")
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -184,20 +212,32 @@ class StoreWriter:
             z(resp.body.data) if resp and resp.body.data else None,
             *((op.protocol, op.kind, op.model, op.action, op.fingerprint, op.txn, op.error_code,
                len(op.sql)) if op is not None else (None,) * 8),
+            ex.engine_ms, ex.trace_id,
         )
 
-    def write(self, exchanges: Iterable[Exchange], transactions: Iterable[Any] = ()) -> int:
-        """Insert exchanges and upsert the transactions they touched, in one commit."""
+    def write(self, exchanges: Iterable[Exchange], records: Iterable[Any] = ()) -> int:
+        """Insert exchanges and the records processors made beside them, in one commit.
+
+        Records are told apart by their ``store_kind`` (transactions, pressure snapshots,
+        pool samples, received spans), so a processor can add one without the writer
+        knowing the processor.
+        """
         rows = [self._row(ex) for ex in exchanges]
-        txs = [_tx_row(t) for t in transactions]
-        if not rows and not txs:
+        extra: dict[str, list[tuple[Any, ...]]] = {}
+        for rec in records:
+            if isinstance(rec, tuple):  # (kind, object) for records of other modules' types
+                kind, rec = rec
+            else:
+                kind = getattr(rec, "store_kind", "transaction")
+            extra.setdefault(kind, []).append(_RECORD_ROWS[kind](rec, self._pack))
+        if not rows and not extra:
             return 0
         conn = self.conn
         conn.execute("BEGIN")
         try:
             conn.executemany(_INSERT, rows)
-            if txs:
-                conn.executemany(_TX_UPSERT, txs)
+            for kind, krows in extra.items():
+                conn.executemany(_RECORD_SQL[kind], krows)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -236,6 +276,10 @@ class StoreWriter:
                     "DELETE FROM exchanges WHERE seq IN (SELECT seq FROM exchanges ORDER BY ts, seq LIMIT ?)",
                     (n,)).rowcount
         if pruned["age"] or pruned["size"]:
+            oldest = conn.execute("SELECT MIN(ts) FROM exchanges").fetchone()[0]
+            cutoff = oldest if oldest is not None else float("inf")
+            for table in ("pressure", "pool_samples", "otel_spans"):
+                conn.execute(f"DELETE FROM {table} WHERE ts < ?", (cutoff,))
             conn.execute("PRAGMA incremental_vacuum")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return pruned
@@ -264,9 +308,27 @@ _TX_UPSERT = (
 )
 
 
-def _tx_row(t: Any) -> tuple[Any, ...]:
+def _tx_row(t: Any, _pack: Any = None) -> tuple[Any, ...]:
     return (t.txn, t.protocol, t.started, t.ended, t.duration_ms, t.query_count, t.outcome,
             t.isolation_level, t.error_code, int(t.start_seen), json.dumps(t.exchange_ids))
+
+
+def _json_blob(data: Any, pack: Any) -> bytes:
+    return pack(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
+
+
+_RECORD_SQL = {
+    "transaction": _TX_UPSERT,
+    "pressure": "INSERT OR REPLACE INTO pressure (exchange_id, ts, trigger, data) VALUES (?, ?, ?, ?)",
+    "pool_sample": "INSERT INTO pool_samples (ts, upstream, data) VALUES (?, ?, ?)",
+    "otel_span": "INSERT INTO otel_spans (trace_id, span_id, ts, data) VALUES (?, ?, ?, ?)",
+}
+_RECORD_ROWS = {
+    "transaction": _tx_row,
+    "pressure": lambda r, pack: (r.exchange_id, r.at, r.trigger, _json_blob(r.data, pack)),
+    "pool_sample": lambda r, pack: (r.t, getattr(r, "upstream", None), _json_blob(r.to_dict(), pack)),
+    "otel_span": lambda r, pack: (r.trace_id, r.span_id, r.start, _json_blob(r.to_dict(), pack)),
+}
 
 
 @dataclass(slots=True)
@@ -291,6 +353,8 @@ class ListRow:
     txn: str | None = None
     error_code: str | None = None
     sql_count: int | None = None
+    engine_ms: float | None = None
+    trace_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -384,6 +448,25 @@ class StoreReader:
     def transactions(self) -> list[dict[str, Any]]:
         return [t for (txn,) in self.conn.execute("SELECT txn FROM transactions ORDER BY started")
                 if (t := self.transaction(txn)) is not None]
+
+    def record(self, ex_id: str) -> dict[str, Any] | None:
+        """The stored record of one exchange (no bodies), or None."""
+        row = self.conn.execute("SELECT record FROM exchanges WHERE id = ?", (ex_id,)).fetchone()
+        return None if row is None else json.loads(unpack(row[0], self._zd))
+
+    def pressure(self, ex_id: str) -> dict[str, Any] | None:
+        """The pressure snapshot taken at this exchange (written after it, see correlate.py)."""
+        row = self.conn.execute("SELECT data FROM pressure WHERE exchange_id = ?", (ex_id,)).fetchone()
+        return None if row is None else json.loads(unpack(row[0], self._zd))
+
+    def pool_samples(self, since: float = 0.0, until: float = float("inf")) -> list[dict[str, Any]]:
+        return [json.loads(unpack(d, self._zd)) for (d,) in self.conn.execute(
+            "SELECT data FROM pool_samples WHERE ts >= ? AND ts <= ? ORDER BY ts", (since, until))]
+
+    def spans_for_trace(self, trace_id: str) -> list[dict[str, Any]]:
+        """Spans received over OTLP (engines with --enable-open-telemetry) for one trace."""
+        return [json.loads(unpack(d, self._zd)) for (d,) in self.conn.execute(
+            "SELECT data FROM otel_spans WHERE trace_id = ? ORDER BY ts", (trace_id,))]
 
     def counters(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT name, value FROM counters").fetchall())

@@ -28,8 +28,15 @@ def fmt_time(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
 
 
-def row_json(r: ListRow, op: Operation | None = None) -> dict[str, Any]:
-    """The stable ``ls --json`` object (add fields; never rename one)."""
+def row_json(r: ListRow, op: Operation | None = None, record: dict[str, Any] | None = None,
+             pressure: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The stable ``ls --json`` object (add fields; never rename one).
+
+    ``record`` is the stored exchange (telemetry, pool, trace ids); ``pressure`` the snapshot
+    taken when this exchange hit a pool or transaction limit.
+    """
+    record = record or {}
+    engine = (record.get("telemetry") or {}).get("engine") or {}
     out: dict[str, Any] = {
         "id": r.id, "ts": r.ts, "method": r.method, "path": r.path, "status": r.status,
         "duration_ms": None if r.duration_ms is None else round(r.duration_ms, 3),
@@ -38,6 +45,11 @@ def row_json(r: ListRow, op: Operation | None = None) -> dict[str, Any]:
         "protocol": r.protocol, "kind": r.kind, "model": r.model, "action": r.action,
         "fingerprint": r.fingerprint, "txn": r.txn, "error_code": r.error_code,
         "sql": [s.sql for s in op.sql] if op is not None else [],
+        "engine_ms": None if r.engine_ms is None else round(r.engine_ms, 3),
+        "sql_timings": [{"sql": s["sql"], "ms": s["ms"]} for s in engine.get("sql") or ()],
+        "trace_id": r.trace_id,
+        "pool": record.get("pool"),
+        "pressure": pressure,
     }
     if op is not None and op.kind == "batch":
         out["operations"] = [{"model": o.get("model"), "action": o.get("action")} for o in op.operations]
@@ -107,7 +119,59 @@ def pretty_body(data: bytes, content_type: str | None) -> str:
         return f"({len(data)} bytes of binary{', ' + content_type if content_type else ''}) {preview}"
 
 
-def show(ex: Exchange) -> str:
+def correlation_block(ex: Exchange, received: list[dict[str, Any]] = ()) -> list[str]:  # type: ignore[assignment]
+    """What the engine said (spans, SQL timings), the trace, the pool and pressure snapshot."""
+    lines: list[str] = []
+    if ex.trace_id:
+        parent = f" (child of client span {ex.parent_span_id})" if ex.parent_span_id else ""
+        lines.append(f"trace       {ex.trace_id} span {ex.span_id}{parent}")
+    tel = ex.telemetry or {}
+    if tel.get("sent"):
+        client = tel.get("client_asked")
+        stripped = tel.get("stripped_bytes")
+        note = ("passed on as sent (too large or compressed to edit)" if stripped == -1
+                else f"{stripped} bytes the client did not ask for removed" if stripped else "nothing to remove")
+        lines.append(f"telemetry   asked {tel['sent']!r} (client: {client!r}); {note}")
+    eng = tel.get("engine") or {}
+    if eng:
+        ms = eng.get("engine_ms")
+        lines.append(f"engine      {eng.get('shape')}: {len(eng.get('spans') or [])} spans"
+                     + (f", {ms:.2f} ms in the engine" if ms is not None else ""))
+        t0 = min((s["start"] for s in eng.get("spans") or ()), default=None)
+        for s in eng.get("spans") or ():
+            off = (s["start"] - t0) * 1000 if t0 is not None else 0.0
+            lines.append(f"  +{off:7.2f} ms {(s['end'] - s['start']) * 1000:8.2f} ms  {s['name']}")
+        for i, q in enumerate(eng.get("sql") or (), 1):
+            ms_txt = f"{q['ms']:.2f} ms" if q.get("ms") is not None else "? ms"
+            lines.append(f"  sql[{i}] {ms_txt:>10}  {q['sql']}")
+    if received:
+        lines.append(f"otlp        {len(received)} spans received for this trace: "
+                     + ", ".join(sorted({s.get('name', '?') for s in received})[:8]))
+    if ex.pool:
+        p = ex.pool
+        facts = [f"{k}={p[k]}" for k in ("in_flight", "open_transactions", "high_water", "upstream_ms",
+                                         "queued_ms", "engine_connection_ms") if p.get(k) is not None]
+        lines.append("pool        " + " ".join(facts))
+        for edge in ("engine_start", "engine_end"):
+            if s := p.get(edge):
+                lines.append(f"  {edge:<12}open={s.get('open')} busy={s.get('busy')} idle={s.get('idle')} "
+                             f"waiting={s.get('waiting')}" + (f" flags={s.get('flags')}" if s.get("flags") else ""))
+    if ex.pressure:
+        pr = ex.pressure
+        lines.append(f"PRESSURE    {pr.get('trigger')} at {fmt_time(pr.get('at', 0))}: "
+                     f"{pr.get('in_flight_count', 0)} requests in flight, "
+                     f"{pr.get('open_transaction_count', 0)} transactions open")
+        for tx in pr.get("open_transactions") or ():
+            lines.append(f"  txn {tx.get('txn')} open {tx.get('age_ms')} ms, {tx.get('queries')} queries"
+                         + (f" ({', '.join(tx.get('fingerprints') or [])})" if tx.get("fingerprints") else ""))
+        for h in pr.get("in_flight") or ():
+            what = f"{h.get('model')}.{h.get('action')}" if h.get("model") else f"{h.get('method')} {h.get('path')}"
+            lines.append(f"  req {h.get('id') or '(in flight)'} {what} for {h.get('age_ms')} ms"
+                         + (f" txn {h['txn']}" if h.get("txn") else ""))
+    return lines
+
+
+def show(ex: Exchange, received: list[dict[str, Any]] = ()) -> str:  # type: ignore[assignment]
     t = ex.timings
     out = [f"exchange {ex.id}", f"  time      {fmt_time(t.received)} ({t.received:.6f})"]
     out.append(f"  client    {ex.client or '-'} -> upstream {ex.upstream or '-'}")
@@ -121,6 +185,8 @@ def show(ex: Exchange) -> str:
         out.append(f"  FAILURE   {ex.failure}: {ex.failure_detail or ''}")
     if ex.operation is not None:
         out += ["", *operation_block(ex.operation)]
+    if corr := correlation_block(ex, received):
+        out += ["", *corr]
     rq = ex.request
     out += ["", f"> {rq.method} {rq.path} HTTP/{rq.http_version}"]
     out += [f"> {k}: {v}" for k, v in rq.headers]

@@ -1,0 +1,1 @@
+"""Correlation with what the engine says: response telemetry, /metrics scrapes, OTLP spans."""
