@@ -100,7 +100,7 @@ class CorrelationCollector(Collector):
         if self.forwarder is not None:
             fw = CounterMetricFamily("pdp_otlp_forwarded_requests", "OTLP requests forwarded to the "
                                      "collector, by result", labels=["result"])
-            for key in ("forwarded", "failed", "dropped"):
+            for key in ("sent", "failed", "dropped"):
                 fw.add_metric([key], self.forwarder.stats.get(key, 0))
             yield fw
 

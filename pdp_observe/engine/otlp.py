@@ -66,7 +66,7 @@ _MEDIA_TYPES = {PROTOBUF: "protobuf", "application/protobuf": "protobuf", JSON: 
 
 _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
-_HEX = re.compile(r"^[0-9a-fA-F]*$")
+_HEX = re.compile(r"[0-9a-fA-F]*")
 _PLAIN_JSON = re.compile(rb"^\s*\{")
 
 # gRPC codes for google.rpc.Status.code (the OTLP spec says clients must not act on it).
@@ -262,7 +262,7 @@ def _rewrite(obj: dict[str, Any], keys: tuple[str, ...]) -> None:
     for key in keys:
         value = obj.get(key)
         if isinstance(value, str):
-            if len(value) % 2 or not _HEX.match(value):
+            if len(value) % 2 or not _HEX.fullmatch(value):
                 raise OtlpDecodeError("undecodable", f"{key} {value[:40]!r} is not hex")
             obj[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
 
@@ -506,7 +506,8 @@ class OtlpForwarder:
     memory or the exporter's answer. When aiohttp inflated a gzip body before the receiver saw
     it, the body goes on uncompressed (without Content-Encoding): the same request, re-encoded
     by nobody. Own the lifetime with :meth:`start`/:meth:`stop`, or
-    ``app.cleanup_ctx.append(forwarder.lifespan)``.
+    ``app.cleanup_ctx.append(forwarder.lifespan)``; bodies submitted before :meth:`start` wait
+    in the queue. There is no loop guard: pointing it at its own receiver resends forever.
     """
 
     def __init__(
