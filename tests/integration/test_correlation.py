@@ -210,3 +210,54 @@ async def test_metrics_count_operations_with_exemplars(replay: tuple[str, Replay
     exemplars = [s.exemplar for s in fams["pdp_request_duration_ms"].samples if s.exemplar is not None]
     assert exemplars and all(re.fullmatch(r"[0-9a-f]{32}", e.labels["trace_id"]) for e in exemplars)
     assert all(re.fullmatch(r"[0-9a-f]{16}", e.labels["exchange_id"]) for e in exemplars)
+
+
+async def test_spans_exported_over_real_otlp_and_engine_otlp_spans_linked(
+        replay: tuple[str, Replay], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorder process exports over OTLP/HTTP (standard env vars) to a real receiver, and
+    spans an engine sends to the sidecar's own /v1/traces are stored by trace id."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from pdp_observe.engine.otlp import OtlpReceiver
+
+    got: list[Any] = []
+    collector = web.Application()
+    collector.router.add_routes(OtlpReceiver(got.extend).routes())
+    runner = web.AppRunner(collector, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{runner.addresses[0][1]}")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    url, _ = replay
+    db = tmp_path / "c.db"
+    key = next(k for k in CASES if b'"spans"' in base64.b64decode(CAPTURED[k]["resp_body_b64"]))
+    client_trace, client_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    try:
+        sc = await start_sidecar(make_settings(url, db, recorder="process"))
+        try:
+            await _post(sc.port, PLAIN[key], traceparent=f"00-{client_trace}-{client_span}-01")
+            await await_stored(sc, 1)
+            # an engine started with --enable-open-telemetry, pointed at the admin listener
+            provider = TracerProvider()
+            engine_exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{sc.admin_port}/v1/traces")
+            from opentelemetry.sdk.trace.export import SimpleSpanProcessor as Simple
+            provider.add_span_processor(Simple(engine_exporter))
+            from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+            parent = set_span_in_context(NonRecordingSpan(SpanContext(
+                int(client_trace, 16), int(client_span, 16), is_remote=True, trace_flags=TraceFlags(1))))
+            with provider.get_tracer("engine").start_as_current_span("prisma:engine:query", context=parent):
+                pass
+            provider.shutdown()
+        finally:
+            await sc.stop()
+    finally:
+        await runner.cleanup()
+    mine = [s for s in got if s.trace_id == client_trace]
+    server = [s for s in mine if s.kind == "server"]
+    assert len(server) == 1 and server[0].parent_span_id == client_span
+    assert len(mine) > 1 and all(s.service_name == "pdp-observe" for s in mine)
+    assert {s.parent_span_id for s in mine if s is not server[0]} <= {s.span_id for s in mine}
+    shown = json.loads(run_cli("show", "--db", str(db), "--json", server[0].attributes["pdp.exchange_id"]).stdout)
+    assert [s["name"] for s in shown["received_spans"]] == ["prisma:engine:query"]
+    assert shown["received_spans"][0]["trace_id"] == client_trace
