@@ -154,8 +154,9 @@ def correlation_block(ex: Exchange, received: list[dict[str, Any]] = ()) -> list
         lines.append("pool        " + " ".join(facts))
         for edge in ("engine_start", "engine_end"):
             if s := p.get(edge):
-                lines.append(f"  {edge:<12}open={s.get('open')} busy={s.get('busy')} idle={s.get('idle')} "
-                             f"waiting={s.get('waiting')}" + (f" flags={s.get('flags')}" if s.get("flags") else ""))
+                g = s.get("pool") or {}
+                lines.append(f"  {edge:<12}open={g.get('open')} busy={g.get('busy')} idle={g.get('idle')} "
+                             f"waiting={g.get('waiting')}" + (f" flags={s.get('flags')}" if s.get("flags") else ""))
     if ex.pressure:
         pr = ex.pressure
         lines.append(f"PRESSURE    {pr.get('trigger')} at {fmt_time(pr.get('at', 0))}: "
