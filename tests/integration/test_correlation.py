@@ -9,6 +9,7 @@ sidecar" is checked byte for byte against what a real Prisma 7.2 client really r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -261,3 +262,47 @@ async def test_spans_exported_over_real_otlp_and_engine_otlp_spans_linked(
     shown = json.loads(run_cli("show", "--db", str(db), "--json", server[0].attributes["pdp.exchange_id"]).stdout)
     assert [s["name"] for s in shown["received_spans"]] == ["prisma:engine:query"]
     assert shown["received_spans"][0]["trace_id"] == client_trace
+
+
+async def test_engine_pool_scraped_joined_and_reexported(replay: tuple[str, Replay], tmp_path: Path) -> None:
+    """--engine-metrics-url against an engine serving the seed's real /metrics sample."""
+    seed = (Path(__file__).resolve().parent.parent / "fixtures" / "metrics" / "seed-metrics.txt").read_text()
+    engine = web.Application()
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=seed, content_type="text/plain")
+
+    engine.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(engine, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    metrics_url = f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
+    url, _ = replay
+    db = tmp_path / "c.db"
+    try:
+        sc = await start_sidecar(make_settings(url, db, engine_metrics_url=metrics_url,
+                                               engine_metrics_interval=0.1))
+        try:
+            await asyncio.sleep(0.35)  # a few scrapes before the request
+            await _post(sc.port, PLAIN[CASES[0]])
+            await await_stored(sc, 1)
+            await asyncio.sleep(0.3)
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"http://127.0.0.1:{sc.admin_port}/metrics") as r:
+                    text = await r.text()
+        finally:
+            await sc.stop()
+    finally:
+        await runner.cleanup()
+    idle = re.search(r"^prisma_pool_connections_idle (\S+)$", seed, re.M).group(1)
+    assert f'prisma_pool_connections_idle{{upstream="{metrics_url}"}} {float(idle)}' in text
+    assert re.search(r'pdp_engine_metric_flag\{flag="negative:prisma_pool_connections_open",upstream="[^"]+"\} 1\.0', text)
+    assert re.search(r'pdp_engine_up\{upstream="[^"]+"\} 1\.0', text)
+    [row] = [json.loads(line) for line in run_cli("ls", "--db", str(db), "--json").stdout.splitlines()]
+    start = row["pool"]["engine_start"]
+    assert start["pool"]["idle"] == float(idle) and start["t"] <= row["ts"]
+    assert "negative:prisma_pool_connections_open" in start["flags"]  # shown as the engine says, flagged
+    reader = StoreReader(str(db))
+    try:
+        assert len(reader.pool_samples()) >= 3
+    finally:
+        reader.close()
