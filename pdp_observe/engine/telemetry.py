@@ -120,9 +120,9 @@ def merged_header(
     have = _tokens(value) if value is not None else []
     added: list[str] = []
     for token in want:
-        if isinstance(token, str) and (token == _TRACING or token in levels):
-            if token not in have and token not in added:
-                added.append(token)
+        acceptable = isinstance(token, str) and (token == _TRACING or token in levels)
+        if acceptable and token not in have and token not in added:
+            added.append(token)
     if not added:
         return None
     return ", ".join(have + added)
@@ -130,15 +130,17 @@ def merged_header(
 
 # --------------------------------------------------------------------------- byte scanning
 #
-# A small string-aware JSON scanner. Strings are matched whole by one regex, and containers by a
-# regex that nests up to _DEPTH levels (possessive quantifiers: linear, no backtracking), so a
-# 1.5 KB span array is one C-level match; deeper values fall back to a bracket walk.
+# A small string-aware JSON scanner, only ever run over the extensions value (already parsed, so
+# known to be valid). Fast path: orjson re-serialises the parsed value and a memcmp confirms it
+# (servers write compact JSON). Otherwise strings are matched whole by one regex and containers
+# by a regex nesting up to _DEPTH levels (possessive quantifiers: linear, no backtracking), one
+# C-level match per value; deeper values fall back to a bracket walk.
 
 _STR_PAT = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
-_STR = re.compile(_STR_PAT, re.S)
+_STR = re.compile(_STR_PAT, re.DOTALL)
 _WS = re.compile(rb"[ \t\n\r]*+")
 _SCALAR = re.compile(rb"[^,:\]}\s\"{\[]++")
-_RUN = re.compile(rb'(?:[^"{}\[\]]++|' + _STR_PAT + rb")*+", re.S)
+_RUN = re.compile(rb'(?:[^"{}\[\]]++|' + _STR_PAT + rb")*+", re.DOTALL)
 _DEPTH = 24
 
 
@@ -146,7 +148,7 @@ def _nested(depth: int) -> re.Pattern[bytes]:
     inner = rb'[\[{](?:' + _STR_PAT + rb'|[^"{}\[\]]++)*+[\]}]'
     for _ in range(depth - 1):
         inner = rb'[\[{](?:' + _STR_PAT + rb'|[^"{}\[\]]++|' + inner + rb')*+[\]}]'
-    return re.compile(inner, re.S)
+    return re.compile(inner, re.DOTALL)
 
 
 _CONTAINER = _nested(_DEPTH)
@@ -269,38 +271,50 @@ def _join(buf: bytes, items: list[tuple[int, int, int]], pieces: list[bytes | No
     return b"".join(out)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # JSON.parse in the client would refuse it too
+
+
 def _loads(data: bytes) -> Any:
-    """JSON or ``None``; orjson first (fast), the stdlib for what orjson refuses (big ints)."""
+    """Strict JSON or ``None``; orjson first (fast), the stdlib for what orjson refuses (ints
+    past 64 bits), without the stdlib's ``NaN``/``Infinity`` extension."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return None
 
 
 _KEY = b'"extensions"'
 _MAX_CANDIDATES = 8
+VALIDATE_LIMIT = 64 * 1024
+"""Largest data part :func:`strip_extensions` proves to be JSON before editing (≤ ~0.2 ms)."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Located:
-    member: int  # start of the top-level member, its preceding "," or the "{" included
+    member: int  # start of the top-level member: its preceding "," or the object's "{"
     lead: bytes  # the byte at ``member``: b"," or b"{"
     value: int  # start of the extensions value
     end: int  # end of the extensions value
     ext: dict[str, Any]
 
 
-def _locate(body: bytes) -> _Located | None:
+def _locate(body: bytes, validate: bool) -> _Located | None:
     """The top-level ``"extensions"`` member, when it is the body's last member (every real
-    server writes it last). Only the extensions value is parsed; the part before it is
-    checked for being at depth 1 with its strings blanked out, never parsed.
+    server writes it last), with only its value parsed.
+
+    In valid JSON a ``"extensions"`` whose first quote is not escaped, followed by ``:``, a
+    value, then only the final ``}``, *is* the top-level key: a nested one would need more
+    closing brackets after it, and inside a string its opening quote would be escaped. So the
+    data part is never scanned; with ``validate`` it is parsed once (up to
+    :data:`VALIDATE_LIMIT`) so that a malformed body is refused, not edited.
     """
-    close = len(body.rstrip()) - 1
-    if close < 1 or body[close] != 0x7D:
+    close = _back(body, len(body) - 1, _SPACE)
+    if close < 1 or body[close] != 0x7D or body[_ws(body, 0):_ws(body, 0) + 1] != b"{":
         return None
     limit = close
     for _ in range(_MAX_CANDIDATES):
@@ -311,6 +325,12 @@ def _locate(body: bytes) -> _Located | None:
         pos = _ws(body, i + len(_KEY))
         if body[pos:pos + 1] != b":":
             continue
+        if (i - 1 - _back(body, i - 1, b"\\")) % 2:  # an escaped quote: inside a string
+            continue
+        member = _back(body, i - 1, _SPACE)
+        lead = body[member:member + 1]
+        if lead not in (b",", b"{"):
+            continue
         value = _ws(body, pos + 1)
         end = value + len(body[value:close].rstrip())
         if body[value:value + 1] != b"{" or end <= value:
@@ -318,16 +338,29 @@ def _locate(body: bytes) -> _Located | None:
         ext = _loads(body[value:end])  # fails when the candidate is nested (extra "}")
         if not isinstance(ext, dict):
             continue
-        before = _STR.sub(b"", body[:i])
-        if b'"' in before:  # the candidate sits inside a string (or the prefix is broken)
-            continue
-        depth = before.count(b"{") + before.count(b"[") - before.count(b"}") - before.count(b"]")
-        head, tail = before.lstrip()[:1], before.rstrip()[-1:]
-        if depth != 1 or head != b"{" or tail not in (b",", b"{"):
-            continue
-        member = len(body[:i].rstrip()) - 1
-        return _Located(member, body[member:member + 1], value, end, ext)
+        if validate and not _valid_head(body, member, lead):
+            return None
+        return _Located(member, lead, value, end, ext)
     return None
+
+
+_SPACE = b" \t\r\n"
+
+
+def _back(buf: bytes, pos: int, skip: bytes) -> int:
+    """The last offset ≤ ``pos`` whose byte is not in ``skip`` (-1 if none); no copying."""
+    while pos >= 0 and buf[pos] in skip:
+        pos -= 1
+    return pos
+
+
+def _valid_head(body: bytes, member: int, lead: bytes) -> bool:
+    """Whether the body before the extensions member is an object's valid start."""
+    if lead == b"{":
+        return body[:member].strip() == b""
+    if member > VALIDATE_LIMIT:
+        return True  # a multi-megabyte result costs no parse; its structure was checked above
+    return isinstance(_loads(body[:member] + b"}"), dict)
 
 
 # --------------------------------------------------------------------------- strip
@@ -412,6 +445,8 @@ def strip_extensions(body: bytes, ask: CaptureAsk | None, generation: str) -> by
     rules: executor — ``logs`` only if a level was asked (matching levels only), ``spans``
     only with ``tracing``, the member gone when nothing is left; engine Gen2 — both keys
     always present, filtered; engine Gen1 — the member gone unless something valid was asked.
+    An invalid ``ask`` counts as no header: the sidecar never widens one (:func:`merged_header`),
+    and an engine given one captures nothing.
     """
     try:
         return _strip(body, ask, generation)
@@ -423,15 +458,16 @@ def _strip(body: bytes, ask: CaptureAsk | None, generation: str) -> bytes | None
     if not isinstance(body, (bytes, bytearray)) or generation not in _LEVELS:
         return None
     body = bytes(body)
-    loc = _locate(body)
+    loc = _locate(body, validate=True)
     if loc is None:
         return None
     effective = ask if ask is not None and ask.valid else _NOTHING
     plan = _plan(loc.ext, effective, generation)
+    view = memoryview(body)  # one copy of a large data part, not three
     if plan is None:
         if loc.lead == b"{":  # it was the only member: the object becomes empty
             return body[: loc.member + 1] + body[loc.end :].lstrip(b" \t\r\n")
-        return body[: loc.member] + body[loc.end :]
+        return b"".join((view[: loc.member], view[loc.end :]))
     if not any(_changes(action, loc.ext[key]) for key, action in plan.items()):
         return None  # decided on the parsed extensions: no byte scan for a no-op
     ext = body[loc.value : loc.end]
@@ -451,7 +487,7 @@ def _strip(body: bytes, ask: CaptureAsk | None, generation: str) -> bytes | None
             if piece is None:
                 return None
             pieces.append(piece)
-    return body[: loc.value] + _join(ext, members, pieces) + body[loc.end :]
+    return b"".join((view[: loc.value], _join(ext, members, pieces), view[loc.end :]))
 
 
 # --------------------------------------------------------------------------- parse
@@ -609,7 +645,7 @@ def _shape(ext: dict[str, Any]) -> str:
     return "qpe"  # ``{"logs": [...]}`` alone is what the executor writes
 
 
-_Timed = tuple[EngineSpan, "int | float", "int | float"]  # the span, start and end in ns
+_Timed = tuple[EngineSpan, float, float]  # the span, its start and end in epoch ns (ints)
 
 
 def _spans(raw: Any, gen1: bool) -> list[_Timed]:
@@ -743,7 +779,7 @@ def parse_telemetry(body: bytes | None) -> EngineTelemetry | None:
         if not isinstance(body, (bytes, bytearray)) or _KEY not in body:
             return None
         body = bytes(body)
-        loc = _locate(body)
+        loc = _locate(body, validate=False)
         if loc is not None:
             return telemetry_from_extensions(loc.ext)
         whole = _loads(body)
