@@ -149,6 +149,8 @@ class Recorder:
                 self.process(batch)
                 continue
             if self._stop.is_set():
+                if self._records:
+                    self.process([])  # records handed over before the stop are stored too
                 return
             if self._records or time.monotonic() - self._last_tick >= self.tick_every:
                 self.process([])  # time-driven work: snapshots due, records from other threads
