@@ -260,6 +260,10 @@ def start_engine(procs: Procs, tmp: Path, port: int) -> subprocess.Popen:
         d.chmod(0o755)  # nginx workers run as nobody when we are root
     write_large(www / "large")
     (www / "large").chmod(0o644)
+    for src, dst in (("qpe_findmany_response.json", "qpe_plain.json"),
+                     ("qpe_findmany_response_telemetry.json", "qpe_tel.json"), ("engine_metrics.txt", "metrics.txt")):
+        (www / dst).write_bytes((HERE / src).read_bytes())
+        (www / dst).chmod(0o644)
     conf = prefix / "nginx.conf"
     conf.write_text(f"""load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
 {nginx_common(prefix)}
@@ -269,6 +273,15 @@ def start_engine(procs: Procs, tmp: Path, port: int) -> subprocess.Popen:
     location = /fast {{ default_type application/json; return 200 '{SMALL_BODY}'; }}
     location = /slow {{ echo_sleep 0.02; echo_exec /fast; }}
     location = /large {{ root {www}; types {{ }} default_type application/json; error_page 405 =200 $uri; }}
+    # --correlation: a Prisma 7 executor answering /query with recorded real answers; with
+    # tracing asked (the sidecar's capture header) the one that carries spans and query logs
+    location = /query {{
+      if ($http_x_capture_telemetry ~ tracing) {{ rewrite ^ /qpe_tel.json last; }}
+      rewrite ^ /qpe_plain.json last;
+    }}
+    location ~ ^/qpe_(tel|plain)\.json$ {{ root {www}; types {{ }} default_type application/json; error_page 405 =200 $uri; }}
+    location = /v1/traces {{ default_type application/x-protobuf; return 200 ''; }}
+    location = /metrics {{ root {www}; types {{ }} default_type text/plain; try_files /metrics.txt =404; }}
   }}
 }}
 """)
@@ -310,7 +323,9 @@ def start_subject(s: Subject, procs: Procs, tmp: Path, engine_port: int, args) -
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if s.key in B_VARIANTS:
         s.db = tmp / f"pdp-{s.key}.db"
-        extra = [*B_VARIANTS[s.key], *shlex.split(args.pdp_args)]
+        extra = [a.replace("@ENGINE@", upstream) for a in [*B_VARIANTS[s.key], *shlex.split(args.pdp_args)]]
+        if s.key == "Bt":
+            env.update(OTEL_EXPORTER_OTLP_ENDPOINT=upstream, OTEL_SERVICE_NAME="pdp-observe-bench")
         if not any(a.startswith("--admin-listen") for a in extra):
             extra = ["--admin-listen", f"127.0.0.1:{free_port()}", *extra]  # default 9466 may be taken
         argv = [*shlex.split(args.pdp_cmd), "proxy", "--listen", f"127.0.0.1:{s.port}",
@@ -449,7 +464,7 @@ end
 class Bench:
     def __init__(self, args, tmp: Path, procs: Procs, engine: subprocess.Popen) -> None:
         self.args, self.tmp, self.procs, self.engine = args, tmp, procs, engine
-        body = REQUEST_BODY_FILE.read_text()
+        body = (HERE / "qpe_findmany_request.json" if args.correlation else REQUEST_BODY_FILE).read_text()
         assert "]==]" not in body
         self.lua = tmp / "prisma_post.lua"
         self.lua.write_text(LUA.replace("@BODY@", body))
@@ -564,11 +579,12 @@ class Bench:
     def subject_block(self, s: Subject, rnd: int) -> None:
         a = self.args
         log(f"round {rnd}: {s.key} ({s.label}) warm-up {a.warmup}s")
-        self.wrk(s.port, "/fast", 32, a.warmup)
+        small = "/query" if a.correlation else "/fast"
+        self.wrk(s.port, small, 32, a.warmup)
         if s.db:
             wait_db_stable(s.db)
-        self.measure(s, "small_c32", "/fast", 32, a.duration, rnd)
-        self.measure(s, "small_c1", "/fast", 1, a.duration, rnd)
+        self.measure(s, "small_c32", small, 32, a.duration, rnd)
+        self.measure(s, "small_c1", small, 1, a.duration, rnd)
         self.measure(s, "slow20ms_c1", "/slow", 1, a.duration, rnd)
         # "large after burst": grow the upstream pool with 32 conns, then fetch 1 MiB bodies
         self.measure(s, "burst_c32", "/fast", 32, a.burst, rnd)
@@ -658,6 +674,8 @@ def summarize(runs: list[dict], subjects: list[str], large_key: str) -> dict:
             "x_direct_c32": paired(s, "A", "small_c32", "rps", ratio),
             "x_C_c32": paired(s, "C", "small_c32", "rps", ratio),
             "x_Cuv_c32": paired(s, "Cuv", "small_c32", "rps", ratio),
+            "x_Br_c32": paired(s, "Br", "small_c32", "rps", ratio),
+            "added_p50_c1_vs_Br_ms": paired(s, "Br", "small_c1", "p50_us", diff),
             "p99_c32_ms": (med(get(s, "small_c32", "p99_us")) or 0) / 1000,
             "p50_c1_ms": (med(get(s, "small_c1", "p50_us")) or 0) / 1000,
             "p99_c1_ms": (med(get(s, "small_c1", "p99_us")) or 0) / 1000,
@@ -749,6 +767,18 @@ def render(info: dict, cfg: dict, summ: dict, subjects: dict, eighty: dict | Non
             L.append(f"- 100 % stored at 80 % of max rate: {eighty['stored_pct']:.2f} % → {'PASS' if ok else 'FAIL'}")
         xl, cl = d["x_direct_large"], summ.get("C", {}).get("x_direct_large")
         L.append(f"- large after burst: B {fmt(xl, '.3f')}× direct (C {fmt(cl, '.3f')}×; nginx kept 0.86× in performance.md)")
+    if "Bt" in summ and "Br" in summ:
+        d = summ["Bt"]
+        x, ap = d["x_Br_c32"], d["added_p50_c1_vs_Br_ms"]
+        L.append("")
+        L.append("## Correlation cost (Bt: all correlation on, vs Br: recording only)")
+        L.append(f"- throughput Bt/Br = {fmt(x, '.3f')} (target ≥ 0.85: all correlation costs ≤ 15 %) → "
+                 f"{'PASS' if x and x >= 0.85 else 'FAIL'}; Bt/C = {fmt(d['x_C_c32'], '.3f')}, "
+                 f"Br/C = {fmt(summ['Br']['x_C_c32'], '.3f')}")
+        L.append(f"- added p50 @1 conn, Bt vs Br: {fmt(ap, '+.3f')} ms; CPU µs/req Bt "
+                 f"{fmt(d['cpu_us_per_req'], '.0f')} vs Br {fmt(summ['Br']['cpu_us_per_req'], '.0f')}")
+        for k in ("Br", "Bt"):
+            L.append(f"- {k} stored at max rate: {fmt(summ[k].get('stored_pct_small_c32'), '.2f', ' %')}")
     return "\n".join(L)
 
 
@@ -807,7 +837,14 @@ LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder proce
 # the proxy's core runs only the hot path (what "recording costs the hot path nothing" means
 # on 2 cores). B1: the recorder process inherits the proxy's core (all pdp_observe CPU on one
 # core). Bi: --recorder inline (one process, a worker thread).
-B_VARIANTS = {"B": ["--recorder-cpus", str(WRK_CPU)], "B1": [], "Bi": ["--recorder", "inline"]}
+B_VARIANTS = {"B": ["--recorder-cpus", str(WRK_CPU)], "B1": [], "Bi": ["--recorder", "inline"],
+              "Br": ["--recorder-cpus", str(WRK_CPU), "--no-capture-telemetry", "--no-propagate-trace"],
+              "Bt": ["--recorder-cpus", str(WRK_CPU), "--engine-metrics-url", "@ENGINE@/metrics"]}
+# Br: recording only (no capture header, no traceparent). Bt: all correlation on — capture
+# header + stripping, traceparent, spans exported over OTLP (to the engine nginx, which answers
+# 200), engine /metrics scraped every second (the seed's real sample), metrics with exemplars.
+LABELS.update({"Br": "pdp_observe, recording only (no correlation)",
+               "Bt": "pdp_observe, all correlation on (telemetry, traces+OTLP, scrape)"})
 
 
 def run(args, tmp: Path, procs: Procs) -> int:
@@ -819,11 +856,11 @@ def run(args, tmp: Path, procs: Procs) -> int:
             raise SystemExit(f"unknown subject {k!r}; choose from {','.join(LABELS)}")
     if "A" not in keys:
         keys.insert(0, "A")
-    if "B" in keys:
+    if any(k in B_VARIANTS for k in keys):
         ok, why = pdp_available(args)
         if not ok:
-            log(f"B (pdp_observe) unavailable, skipping it: {why}")
-            keys.remove("B")
+            log(f"pdp_observe unavailable, skipping its subjects: {why}")
+            keys = [k for k in keys if k not in B_VARIANTS]
     subjects = {k: Subject(k, LABELS[k]) for k in keys}
 
     engine_port = free_port()
@@ -852,7 +889,7 @@ def run(args, tmp: Path, procs: Procs) -> int:
         prof = profile_b(bench, subjects["B"], Path(args.profile), args.profile_seconds)
 
     cfg = {"rounds": args.rounds, "duration": args.duration, "warmup": args.warmup, "burst": args.burst,
-           "large_conns": args.large_conns, "request_bytes": len(REQUEST_BODY_FILE.read_bytes()),
+           "large_conns": args.large_conns, "request_bytes": len((HERE / "qpe_findmany_request.json" if args.correlation else REQUEST_BODY_FILE).read_bytes()),
            "response_bytes": len(SMALL_BODY), "subjects": list(subjects), "pdp_cmd": args.pdp_cmd,
            "pdp_args": args.pdp_args}
     table = render(info, cfg, summ, subjects, eighty, large_key)
@@ -879,6 +916,9 @@ def main() -> int:
     ap.add_argument("--subjects", default="A,B,C,Cuv", help="comma list of A,B,C,Cuv,N")
     ap.add_argument("--pdp-cmd", default=str(VENV_BIN / "pdp-observe"))
     ap.add_argument("--pdp-args", default="", help="extra args for `pdp-observe proxy`")
+    ap.add_argument("--correlation", action="store_true",
+                    help="measure correlation's cost: small requests are Prisma 7 /query calls answered "
+                         "with recorded real bodies (with telemetry when asked); subjects A,Br,Bt,C")
     ap.add_argument("--no-eighty", action="store_true", help="skip the 80 %%-of-max stored check")
     ap.add_argument("--noise-limit", type=float, default=0.15, help="re-run when other processes used > this many cores")
     ap.add_argument("--max-reruns", type=int, default=2)
@@ -892,6 +932,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration, args.warmup, args.burst = 1, 3, 1, 2
+    if args.correlation and args.subjects == "A,B,C,Cuv":
+        args.subjects, args.no_eighty = "A,Br,Bt,C", True
     for tool in ("nginx", "wrk", "taskset"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} not found (apt-get install -y nginx-light wrk util-linux)")

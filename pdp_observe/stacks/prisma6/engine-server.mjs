@@ -5,9 +5,18 @@
 //   POST /transaction/:id/commit|rollback
 //   GET  /status  /server_info  /boot_trace ({"spans":[]})
 //   GET  /_harness/pool            pool gauges (harness extra, not part of the engine API)
+//   GET|POST /metrics…             with --enable-metrics: metrics (metrics.mjs; Prometheus text,
+//                                  or JSON when the query string contains format=json)
 //
 //   node engine-server.mjs [--port N] [--database-url URL] [--datamodel-path FILE]
-//   env: PORT, DATABASE_URL, POOL_MAX (default 4), POOL_TIMEOUT_MS (default 10000)
+//                          [--enable-telemetry-in-response] [--enable-metrics]
+//   env: PORT, DATABASE_URL, POOL_MAX (default 4), POOL_TIMEOUT_MS (default 10000),
+//        ENGINE_TELEMETRY_IN_RESPONSE=1 (= the flag), ENGINE_METRICS=1 (= the flag)
+//
+// --enable-telemetry-in-response: Gen-2 telemetry (telemetry.mjs). Every response of POST /,
+// /transaction/start, /transaction/:id/commit|rollback that the engine produced ends with
+// "extensions":{"traces":[…],"logs":[…]} per the X-capture-telemetry header (empty arrays
+// without / with an invalid header). Off: no tracing in the engine, responses unchanged.
 //
 // Ready line on stdout: {"ready":true,"port":N,"kind":"engine",...}.
 // Invoked through ./query-engine (the launcher a binary-engine client spawns), it instead reads
@@ -19,6 +28,8 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from '../common/args.mjs'
 import { createEngine, createPool, engineBuildInfo, poolStats, transactionStatus } from './engine.mjs'
 import { listen, readBody, send, sendJson } from './http-util.mjs'
+import { createMetrics, sendMetrics } from './metrics.mjs'
+import { captureHeader, withExtensions } from './telemetry.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const args = parseArgs(process.argv.slice(2))
@@ -49,8 +60,15 @@ if (!databaseUrl) {
   console.error('engine-server: a database URL is required (--database-url or DATABASE_URL)')
   process.exit(2)
 }
+const flag = (name, envName) => {
+  const v = args[name] ?? process.env[envName]
+  return v !== undefined && v !== false && v !== '' && v !== '0' && v !== 'false'
+}
+const telemetryInResponse = flag('enable-telemetry-in-response', 'ENGINE_TELEMETRY_IN_RESPONSE')
+const metricsEnabled = flag('enable-metrics', 'ENGINE_METRICS')
 const pool = createPool(databaseUrl)
-const engine = await createEngine({ datamodel: resolveDatamodel(), pool })
+const metrics = metricsEnabled ? createMetrics(pool) : null
+const engine = await createEngine({ datamodel: resolveDatamodel(), pool, telemetry: telemetryInResponse, metrics })
 const info = engineBuildInfo()
 
 function parseError(message) {
@@ -66,6 +84,9 @@ async function handle(req, res) {
   const elapsed = () => [['x-elapsed', String((process.hrtime.bigint() - t0) / 1000n)]]
   const { pathname } = new URL(req.url, 'http://127.0.0.1')
   const traceparent = req.headers.traceparent
+  // telemetry: per-call context; the engine fills tel.extensions, withExtensions splices it
+  const tel = telemetryInResponse ? { capture: captureHeader(req) } : undefined
+  const ext = (out) => withExtensions(out, tel?.extensions)
 
   if (req.method === 'POST' && pathname.startsWith('/transaction')) {
     const body = await readBody(req)
@@ -76,17 +97,20 @@ async function handle(req, res) {
       } catch {
         return send(res, 400, 'Invalid transaction options', [['content-type', 'text/plain']])
       }
-      const out = await engine.startTransaction(body, { traceparent })
-      return sendJson(res, transactionStatus(out), out, elapsed())
+      const out = await engine.startTransaction(body, { traceparent, telemetry: tel })
+      return sendJson(res, transactionStatus(out), ext(out), elapsed())
     }
     if (parts.length === 4 && (parts[3] === 'commit' || parts[3] === 'rollback')) {
       const out =
         parts[3] === 'commit'
-          ? await engine.commitTransaction(parts[2], { traceparent })
-          : await engine.rollbackTransaction(parts[2], { traceparent })
-      return sendJson(res, transactionStatus(out), out, elapsed())
+          ? await engine.commitTransaction(parts[2], { traceparent, telemetry: tel })
+          : await engine.rollbackTransaction(parts[2], { traceparent, telemetry: tel })
+      return sendJson(res, transactionStatus(out), ext(out), elapsed())
     }
     return send(res, 400, `wrong transaction handler path: ${pathname}`, [['content-type', 'text/plain']])
+  }
+  if (metrics && (req.method === 'GET' || req.method === 'POST') && pathname.startsWith('/metrics')) {
+    return sendMetrics(res, metrics, req.url, await readBody(req), send)
   }
   if (req.method === 'POST' && pathname === '/') {
     const body = await readBody(req)
@@ -96,8 +120,8 @@ async function handle(req, res) {
       return sendJson(res, 422, parseError(err.message), elapsed())
     }
     const txId = req.headers['x-transaction-id']
-    const out = await engine.query(body, { traceparent, txId })
-    return sendJson(res, 200, out, elapsed())
+    const out = await engine.query(body, { traceparent, txId, telemetry: tel })
+    return sendJson(res, 200, ext(out), elapsed())
   }
   if (req.method === 'GET') {
     if (pathname === '/status') return sendJson(res, 200, { status: 'ok' }, elapsed())
@@ -114,7 +138,13 @@ const port = Number(args.port ?? process.env.PORT ?? 0)
 const { port: actual } = await listen(handle, {
   port,
   printReady: !cliMode,
-  info: { kind: 'engine', commit: info.commit, pool_max: pool.options.max },
+  info: {
+    kind: 'engine',
+    commit: info.commit,
+    pool_max: pool.options.max,
+    ...(telemetryInResponse ? { telemetry_in_response: true } : {}),
+    ...(metricsEnabled ? { metrics: true } : {}),
+  },
   onClose: async () => {
     await engine.disconnect().catch(() => {})
     await pool.end()

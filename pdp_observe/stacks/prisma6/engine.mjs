@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url'
 import pg from 'pg'
 import { PrismaPg } from '@prisma/adapter-pg'
 import { bindAdapter } from '@prisma/driver-adapter-utils'
+import { buildExtensions, createCapture, parseCaptureSettings } from './telemetry.mjs'
 
 const require = createRequire(import.meta.url)
 const RUNTIME_DIR = path.join(path.dirname(require.resolve('@prisma/client/package.json')), 'runtime')
@@ -58,42 +59,126 @@ export function poolStats(pool) {
 let requestCounter = 0n
 const nextRequestId = () => String(++requestCounter)
 
+/** Number of JSON-protocol operations in a POST / body (a batch counts each item). */
+function operationCount(body) {
+  try {
+    const parsed = JSON.parse(body)
+    return Array.isArray(parsed?.batch) ? parsed.batch.length : 1
+  } catch {
+    return 1
+  }
+}
+
+/**
+ * The driver adapter, with every SQL text passed through `rewriteSql` (telemetry: the
+ * synthetic traceparent comment of a capturing request becomes the Rust binary's).
+ */
+function rewritingAdapter(adapter, rewriteSql) {
+  const wrapQueryable = (q) => {
+    for (const name of ['queryRaw', 'executeRaw']) {
+      const fn = q[name].bind(q)
+      q[name] = (query) => {
+        const sql = rewriteSql(query.sql)
+        return fn(sql === query.sql ? query : { ...query, sql })
+      }
+    }
+    return q
+  }
+  wrapQueryable(adapter)
+  const startTransaction = adapter.startTransaction.bind(adapter)
+  adapter.startTransaction = async (...args) => wrapQueryable(await startTransaction(...args))
+  return adapter
+}
+
 /**
  * One engine instance for one Prisma schema (datamodel text), connected through `pool`.
  * Methods return the engine's JSON response *strings*, exactly what the Rust binary would send.
+ *
+ * Options (all off by default; off = the engine is created and called exactly as before):
+ * - `telemetry`: Gen-2 telemetry in the response (telemetry.mjs). The engine is created with
+ *   `enableTracing: true` and `logQueries: true`; every method then accepts
+ *   `{telemetry: {capture: <X-capture-telemetry value>}}` and sets `telemetry.extensions` to
+ *   the `{traces, logs}` object of that call (the caller splices it with `withExtensions`).
+ * - `metrics`: a registry from metrics.mjs `createMetrics(pool)`; `query` reports its
+ *   operations to it.
  */
-export async function createEngine({ datamodel, pool, logQueries = false, onLog = () => {} }) {
+export async function createEngine({ datamodel, pool, logQueries = false, onLog = () => {}, telemetry = false, metrics = null }) {
   const QueryEngine = await loadQueryEngine()
-  const adapter = bindAdapter(await new PrismaPg(pool).connect())
+  const capture = telemetry ? createCapture() : null
+  let rawAdapter = await new PrismaPg(pool).connect()
+  if (capture) rawAdapter = rewritingAdapter(rawAdapter, capture.rewriteSql)
+  const adapter = bindAdapter(rawAdapter)
+  const logCallback = capture
+    ? (line) => {
+        capture.onLogLine(line)
+        // query events are only produced for the capture; pass them on only if asked for
+        if (logQueries || !line.includes('"item_type":"query"')) onLog(line)
+      }
+    : (line) => onLog(line)
   const engine = new QueryEngine(
     {
       datamodel,
       env: {},
-      logQueries,
+      logQueries: capture ? true : logQueries,
       ignoreEnvVarErrors: true,
       datasourceOverrides: {},
-      logLevel: process.env.QE_LOG_LEVEL ?? 'error',
+      // with telemetry: the Rust binary's default filter level (QE_LOG_LEVEL, default info)
+      logLevel: process.env.QE_LOG_LEVEL ?? (capture ? 'info' : 'error'),
       configDir: process.cwd(),
       engineProtocol: 'json',
-      enableTracing: false,
+      enableTracing: Boolean(capture),
     },
-    (line) => onLog(line),
+    logCallback,
     adapter,
   )
   const headers = (traceparent) => JSON.stringify(traceparent ? { traceparent } : {})
   const fix = (out) => translateAdapterErrors(out, adapter.errorRegistry, pool)
+
+  /**
+   * Runs one engine call `invoke(traceContextJson, requestId)`. With telemetry: registers the
+   * capture, and afterwards always drains the engine's trace store for that request id (the
+   * engine also captures on its own when the client's traceparent is sampled).
+   */
+  const call = async (invoke, { traceparent, telemetry: tel } = {}) => {
+    if (!capture) return invoke(headers(traceparent), nextRequestId())
+    const requestId = nextRequestId()
+    const settings = parseCaptureSettings(tel?.capture)
+    const started = capture.begin(requestId, settings, traceparent)
+    let traceData
+    try {
+      return await invoke(headers(started.traceparent), requestId)
+    } finally {
+      capture.end(requestId)
+      try {
+        const raw = await engine.trace(requestId)
+        traceData = raw ? JSON.parse(raw) : undefined
+      } catch {
+        traceData = undefined
+      }
+      if (tel) tel.extensions = buildExtensions(started.ctx, traceData)
+    }
+  }
+
   await engine.connect(headers(), nextRequestId())
   return {
     /** POST / : single or batch JSON-protocol body (string). */
-    query: async (body, { traceparent, txId } = {}) =>
-      fix(await engine.query(body, headers(traceparent), txId ?? undefined, nextRequestId())),
+    query: async (body, { traceparent, txId, telemetry: tel } = {}) => {
+      const finish = metrics ? metrics.startOperations(operationCount(body)) : null
+      try {
+        return fix(
+          await call((trace, requestId) => engine.query(body, trace, txId ?? undefined, requestId), { traceparent, telemetry: tel }),
+        )
+      } finally {
+        finish?.()
+      }
+    },
     /** {"max_wait","timeout","isolation_level"?} body (string) -> '{"id": …}' or a bare error. */
-    startTransaction: async (body, { traceparent } = {}) =>
-      fix(await engine.startTransaction(body, headers(traceparent), nextRequestId())),
-    commitTransaction: async (id, { traceparent } = {}) =>
-      fix(await engine.commitTransaction(id, headers(traceparent), nextRequestId())),
-    rollbackTransaction: async (id, { traceparent } = {}) =>
-      fix(await engine.rollbackTransaction(id, headers(traceparent), nextRequestId())),
+    startTransaction: async (body, opts = {}) =>
+      fix(await call((trace, requestId) => engine.startTransaction(body, trace, requestId), opts)),
+    commitTransaction: async (id, opts = {}) =>
+      fix(await call((trace, requestId) => engine.commitTransaction(id, trace, requestId), opts)),
+    rollbackTransaction: async (id, opts = {}) =>
+      fix(await call((trace, requestId) => engine.rollbackTransaction(id, trace, requestId), opts)),
     disconnect: async () => {
       await engine.disconnect(headers(), nextRequestId())
       engine.free?.()
