@@ -15,6 +15,7 @@ failure's instant complete later, and only then is everything about them known.
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -113,10 +114,16 @@ class Correlate:
         self.snapshots = 0
         self.telemetry_parsed = 0
         self.open_transactions = 0
+        self._starts: list[float] = []
+        self._ends: list[float] = []
 
     def __call__(self, exchanges: list[Exchange]) -> list[Any]:
         if exchanges:
             self.open_transactions = sum(1 for tx in self.tracker.open.values() if tx.outcome == Outcome.OPEN)
+            # transactions open at an instant = started by then − ended by then (bisect per exchange)
+            txs = [tx for tx in self.tracker.open.values() if tx.started is not None]
+            self._starts = sorted(tx.started for tx in txs)
+            self._ends = sorted(tx.ended for tx in txs if tx.ended is not None)
         for ex in exchanges:
             self._telemetry(ex)
             self._pool(ex)
@@ -162,7 +169,8 @@ class Correlate:
     def _pool(self, ex: Exchange) -> None:
         t = ex.timings
         pool: dict[str, Any] = dict(ex.pool or {})
-        pool["open_transactions"] = self.open_transactions
+        at = t.received
+        pool["open_transactions"] = bisect_right(self._starts, at) - bisect_right(self._ends, at)
         if self.high_water is not None:
             pool["high_water"] = self.high_water()
         eng_ms = ex.engine_ms
