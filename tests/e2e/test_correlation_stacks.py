@@ -139,3 +139,50 @@ async def test_pool_exhaustion_snapshot_names_the_holder(postgres: harness.Postg
     assert failed[1]["id"] in seen[0] or failed[0]["id"] in seen[1]
     show = run_cli("show", "--db", str(db), failed[0]["id"]).stdout
     assert "PRESSURE    P2024" in show and f"txn {txn}" in show
+
+
+@pytest.mark.parametrize("stack", ["qpe72", "qe619"])
+async def test_trace_chain_client_sidecar_engine(stack: str, postgres: harness.Postgres, tmp_path: Path) -> None:
+    """A client span's traceparent → the sidecar's server span (its child) → the real engine's
+    spans (children of the sidecar span, with the engine's own times), in one trace."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    server_kind, _ = harness.STACKS[stack]
+    db_url = postgres.create_database(f"chain_{stack}")
+    if server_kind == "engine":
+        path, body = "/", json.dumps({"modelName": "User", "action": "findMany",
+                                      "query": {"arguments": {}, "selection": {"$scalars": True}}}).encode()
+    else:  # a real Prisma 7.2 client's findMany plan, from the recorded traffic
+        import base64
+        recorded = Path(__file__).resolve().parent.parent / "fixtures" / "recorded" / "qpe72.jsonl"
+        rec = next(e for e in map(json.loads, recorded.read_text().splitlines())
+                   if e["path"] == "/query" and b'"findMany"' in base64.b64decode(e["req_body_b64"]))
+        path, body = "/query", base64.b64decode(rec["req_body_b64"])
+    exporter = InMemorySpanExporter()
+    client_trace, client_span = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
+    env = ENGINE_ENV if server_kind == "engine" else None
+    with harness.start_server(server_kind, db_url, env=env) as server:
+        sc = await start_sidecar(make_settings(server.base_url, tmp_path / "c.db"),
+                                 span_processor=SimpleSpanProcessor(exporter))
+        try:
+            status, _ = await _send(sc.port, "POST", path, {"Content-Type": "application/json",
+                                                            "traceparent": f"00-{client_trace}-{client_span}-01"}, body)
+            assert status == 200
+            await await_stored(sc, 1)
+        finally:
+            await sc.stop()
+    spans = [s for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == client_trace]
+    [server_span] = [s for s in spans if s.kind == SpanKind.SERVER]
+    assert format(server_span.parent.span_id, "016x") == client_span
+    engine = [s for s in spans if s is not server_span]
+    assert engine, "no engine span re-emitted"
+    ids = {s.context.span_id for s in spans}
+    assert all(s.parent.span_id in ids for s in engine)
+    roots = [s for s in engine if s.parent.span_id == server_span.context.span_id]
+    assert roots  # the engine's top spans hang under the sidecar's span
+    names = {s.name for s in engine}
+    assert any("db_query" in n for n in names), names
+    assert all(server_span.start_time - 5_000_000 <= s.start_time <= server_span.end_time + 5_000_000
+               for s in engine)  # the engine's own clock, inside the sidecar's span (±5 ms)
