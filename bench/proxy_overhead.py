@@ -186,6 +186,12 @@ def tree_cpu(root: int | None) -> float:
     return tot / CLK_TCK
 
 
+def proc_cpu(pid: int | None) -> float:
+    """CPU seconds (user+sys) of one process (all its threads), without its children."""
+    f = _proc_stat(pid) if pid else None
+    return (int(f[11]) + int(f[12])) / CLK_TCK if f else 0.0
+
+
 def tree_rss_mb(root: int | None) -> float:
     if root is None:
         return 0.0
@@ -529,17 +535,21 @@ class Bench:
                 self.wait_quiet()
             b0, st0 = sys_cpu()
             o0, c0, e0, p0 = self.our_cpu(), children_cpu(), tree_cpu(self.engine.pid), tree_cpu(s.pid)
+            m0 = proc_cpu(s.pid)
             t0 = time.monotonic()
             r = self.wrk(s.port, path, conns, duration, rate)
             wall = time.monotonic() - t0
             b1, st1 = sys_cpu()
             o1, c1, e1, p1 = self.our_cpu(), children_cpu(), tree_cpu(self.engine.pid), tree_cpu(s.pid)
+            m1 = proc_cpu(s.pid)
             ours = o1 - o0
             r.update(subject=s.key, scenario=scenario, round=rnd, conns=conns, path=path, attempt=attempt,
                      wall_s=round(wall, 3), rate_target=rate or None,
                      wrk_cpu_s=round(c1 - c0, 3), engine_cpu_s=round(e1 - e0, 3),
                      proxy_cpu_s=round(p1 - p0, 3) if s.pid else None,
                      proxy_cpu_us_per_req=round((p1 - p0) / r["requests"] * 1e6, 1) if s.pid and r["requests"] else None,
+                     # the forwarding process alone (its recorder child, if any, excluded)
+                     main_cpu_us_per_req=round((m1 - m0) / r["requests"] * 1e6, 1) if s.pid and r["requests"] else None,
                      outside_cpu_core=round(max(0.0, (b1 - b0) - ours) / wall, 3),
                      steal_core=round((st1 - st0) / wall, 3))
             if s.pid:
@@ -556,7 +566,7 @@ class Bench:
             msg = (f"  r{rnd} {s.key:<3} {scenario:<18} c={conns:<3} rps={r['rps']:9.0f} "
                    f"p50={r['p50_us'] / 1000:6.3f}ms p99={r['p99_us'] / 1000:6.3f}ms")
             if r.get("proxy_cpu_us_per_req") is not None:
-                msg += f" cpu={r['proxy_cpu_us_per_req']:.0f}us/req"
+                msg += f" cpu={r['proxy_cpu_us_per_req']:.0f}us/req (main {r['main_cpu_us_per_req']:.0f})"
             if "stored" in r:
                 msg += (f" stored={r['stored']}/{r['requests']} ({r['stored_pct']:.2f}%, {r['stored_rows']} rows, "
                         f"drain {r['drain_s']}s)")
@@ -784,18 +794,19 @@ def render(info: dict, cfg: dict, summ: dict, subjects: dict, eighty: dict | Non
 
 # --------------------------------------------------------------------------- profile
 
-def profile_b(bench: Bench, s: Subject, out: Path, seconds: int) -> dict | None:
+def profile_b(bench: Bench, s: Subject, out: Path, seconds: int, subprocesses: bool = True) -> dict | None:
     pyspy = shutil.which("py-spy", path=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
     if not pyspy:
         log("py-spy not found (pip install py-spy into the venv); skipping profile")
         return None
     raw = out.with_suffix(".collapsed.txt")
     argv = ["taskset", "-c", str(WRK_CPU), pyspy, "record", "--pid", str(s.pid), "--rate", "200",
-            "--duration", str(seconds), "--nonblocking", "--subprocesses", "--format", "raw", "-o", str(raw)]
-    log(f"profiling B with py-spy for {seconds}s during a 32-conn run -> {raw}")
+            "--duration", str(seconds), "--nonblocking", *(["--subprocesses"] if subprocesses else []),
+            "--format", "raw", "-o", str(raw)]
+    log(f"profiling {s.key} with py-spy for {seconds}s during a 32-conn run -> {raw}")
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     time.sleep(0.5)
-    bench.wrk(s.port, "/fast", 32, seconds + 1)
+    bench.wrk(s.port, "/query" if bench.args.correlation else "/fast", 32, seconds + 1)
     try:
         pout, _ = p.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -839,12 +850,17 @@ LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder proce
 # core). Bi: --recorder inline (one process, a worker thread).
 B_VARIANTS = {"B": ["--recorder-cpus", str(WRK_CPU)], "B1": [], "Bi": ["--recorder", "inline"],
               "Br": ["--recorder-cpus", str(WRK_CPU), "--no-capture-telemetry", "--no-propagate-trace"],
-              "Bt": ["--recorder-cpus", str(WRK_CPU), "--engine-metrics-url", "@ENGINE@/metrics"]}
+              "Bt": ["--recorder-cpus", str(WRK_CPU), "--engine-metrics-url", "@ENGINE@/metrics"],
+              "Bc": ["--recorder-cpus", str(WRK_CPU), "--no-propagate-trace"],
+              "Bx": ["--recorder-cpus", str(WRK_CPU)]}
 # Br: recording only (no capture header, no traceparent). Bt: all correlation on — capture
 # header + stripping, traceparent, spans exported over OTLP (to the engine nginx, which answers
 # 200), engine /metrics scraped every second (the seed's real sample), metrics with exemplars.
 LABELS.update({"Br": "pdp_observe, recording only (no correlation)",
-               "Bt": "pdp_observe, all correlation on (telemetry, traces+OTLP, scrape)"})
+               "Bt": "pdp_observe, all correlation on (telemetry, traces+OTLP, scrape)",
+               # parts of Bt, to see where its cost goes (not run by default)
+               "Bc": "pdp_observe, telemetry capture only (no traceparent, no OTLP, no scrape)",
+               "Bx": "pdp_observe, telemetry capture + traceparent (no OTLP, no scrape)"})
 
 
 def run(args, tmp: Path, procs: Procs) -> int:
@@ -885,8 +901,9 @@ def run(args, tmp: Path, procs: Procs) -> int:
         log(f"B at 80 % of its max rate: {rate:.0f} rps, 32 conns, {args.duration}s")
         eighty = bench.measure(b, "rate80_c32", "/fast", 32, args.duration, 0, rate=rate, record=False)
     prof = None
-    if "B" in subjects and args.profile:
-        prof = profile_b(bench, subjects["B"], Path(args.profile), args.profile_seconds)
+    if args.profile and args.profile_subject in subjects:
+        prof = profile_b(bench, subjects[args.profile_subject], Path(args.profile), args.profile_seconds,
+                         subprocesses=not args.profile_main_only)
 
     cfg = {"rounds": args.rounds, "duration": args.duration, "warmup": args.warmup, "burst": args.burst,
            "large_conns": args.large_conns, "request_bytes": len((HERE / "qpe_findmany_request.json" if args.correlation else REQUEST_BODY_FILE).read_bytes()),
@@ -927,6 +944,9 @@ def main() -> int:
     ap.add_argument("--profile", metavar="OUT.txt", help="after the runs, py-spy B during a 32-conn run; "
                     "writes a top-functions summary here and the collapsed stacks beside it")
     ap.add_argument("--profile-seconds", type=int, default=10)
+    ap.add_argument("--profile-subject", default="B", help="which subject --profile samples (default B)")
+    ap.add_argument("--profile-main-only", action="store_true",
+                    help="sample only the forwarding process, not its recorder child")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, db) for inspection")
     ap.add_argument("--json", metavar="OUT.json")
     args = ap.parse_args()

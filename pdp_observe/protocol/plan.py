@@ -26,21 +26,25 @@ def statements(plan: Any) -> tuple[list[SqlStatement], bool]:
     found: list[SqlStatement] = []
     stack = [plan]
     visited = 0
+    pop, extend = stack.pop, stack.extend
+    # exact type checks: parsed JSON holds only dict/list/str/number/bool/None, and scalars
+    # (most nodes) are skipped without a call
     while stack:
         visited += 1
         if visited > MAX_NODES:
             return found, True
-        node = stack.pop()
-        if isinstance(node, dict):
+        node = pop()
+        t = type(node)
+        if t is dict:
             kind = node.get("type")
             if kind == "templateSql":
                 found.append(render_template(node))
             elif kind == "rawSql":
                 found.append(render_raw(node))
             elif kind != "value":
-                stack.extend(reversed(list(node.values())))
-        elif isinstance(node, list):
-            stack.extend(reversed(node))
+                extend(reversed(node.values()))
+        elif t is list:
+            extend(reversed(node))
     return found, False
 
 
