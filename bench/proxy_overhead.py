@@ -594,6 +594,10 @@ class Bench:
         if s.db:
             wait_db_stable(s.db)
         self.measure(s, "small_c32", small, 32, a.duration, rnd)
+        if a.correlation and s.key != "A":
+            # below saturation, where CPU per request is not inflated by a starved client: the
+            # proxy process's own CPU per request is what bounds its throughput on its core
+            self.measure(s, "fixed_rate_c32", small, 32, a.duration, rnd, rate=a.fixed_rate)
         self.measure(s, "small_c1", small, 1, a.duration, rnd)
         self.measure(s, "slow20ms_c1", "/slow", 1, a.duration, rnd)
         # "large after burst": grow the upstream pool with 32 conns, then fetch 1 MiB bodies
@@ -698,11 +702,16 @@ def summarize(runs: list[dict], subjects: list[str], large_key: str) -> dict:
             "x_direct_large": paired(s, "A", large_key, "rps", ratio),
             "p99_large_ms": (med(get(s, large_key, "p99_us")) or 0) / 1000,
             "cpu_us_per_req": med(get(s, "small_c32", "proxy_cpu_us_per_req")),
+            "main_cpu_fixed": med(get(s, "fixed_rate_c32", "main_cpu_us_per_req")),
+            "x_Br_main_cpu_fixed": paired(s, "Br", "fixed_rate_c32", "main_cpu_us_per_req",
+                                          lambda x, y: y / x if x else None),
+            "p50_fixed_ms": (med(get(s, "fixed_rate_c32", "p50_us")) or 0) / 1000,
+            "p99_fixed_ms": (med(get(s, "fixed_rate_c32", "p99_us")) or 0) / 1000,
             "errors": sum(r["errors"] for (subj, _), rr in by.items() if subj == s for r in rr.values()),
             "noisy_runs": sum(bool(r.get("noisy")) for (subj, _), rr in by.items() if subj == s for r in rr.values()),
         }
         if s in B_VARIANTS:
-            for sc in ("small_c32", "small_c1", "slow20ms_c1", large_key):
+            for sc in ("small_c32", "small_c1", "slow20ms_c1", large_key, "fixed_rate_c32"):
                 d[f"stored_pct_{sc}"] = med(get(s, sc, "stored_pct"))
             d["drain_s_c32"] = med(get(s, "small_c32", "drain_s"))
         out[s] = d
@@ -789,6 +798,14 @@ def render(info: dict, cfg: dict, summ: dict, subjects: dict, eighty: dict | Non
                  f"{fmt(d['cpu_us_per_req'], '.0f')} vs Br {fmt(summ['Br']['cpu_us_per_req'], '.0f')}")
         for k in ("Br", "Bt"):
             L.append(f"- {k} stored at max rate: {fmt(summ[k].get('stored_pct_small_c32'), '.2f', ' %')}")
+        cap = d.get("x_Br_main_cpu_fixed")
+        L.append(f"- at a fixed {cfg.get('fixed_rate', 0):,} rps (no saturation): forwarding-process CPU per request "
+                 f"Bt {fmt(d.get('main_cpu_fixed'), '.0f')} µs vs Br {fmt(summ['Br'].get('main_cpu_fixed'), '.0f')} µs "
+                 f"→ capacity Bt/Br = {fmt(cap, '.3f')} ({'PASS' if cap and cap >= 0.85 else 'FAIL'} vs 0.85); "
+                 f"p50/p99 Bt {d['p50_fixed_ms']:.3f}/{d['p99_fixed_ms']:.3f} ms, "
+                 f"Br {summ['Br']['p50_fixed_ms']:.3f}/{summ['Br']['p99_fixed_ms']:.3f} ms")
+        for k in ("Br", "Bt"):
+            L.append(f"- {k} stored at the fixed rate: {fmt(summ[k].get('stored_pct_fixed_rate_c32'), '.2f', ' %')}")
     return "\n".join(L)
 
 
@@ -908,7 +925,7 @@ def run(args, tmp: Path, procs: Procs) -> int:
     cfg = {"rounds": args.rounds, "duration": args.duration, "warmup": args.warmup, "burst": args.burst,
            "large_conns": args.large_conns, "request_bytes": len((HERE / "qpe_findmany_request.json" if args.correlation else REQUEST_BODY_FILE).read_bytes()),
            "response_bytes": len(SMALL_BODY), "subjects": list(subjects), "pdp_cmd": args.pdp_cmd,
-           "pdp_args": args.pdp_args}
+           "pdp_args": args.pdp_args, "fixed_rate": args.fixed_rate if args.correlation else None}
     table = render(info, cfg, summ, subjects, eighty, large_key)
     print("\n" + table + "\n", flush=True)
     if prof:
@@ -936,6 +953,9 @@ def main() -> int:
     ap.add_argument("--correlation", action="store_true",
                     help="measure correlation's cost: small requests are Prisma 7 /query calls answered "
                          "with recorded real bodies (with telemetry when asked); subjects A,Br,Bt,C")
+    ap.add_argument("--fixed-rate", type=int, default=1500,
+                    help="--correlation: also measure each pdp_observe subject at this paced rate (rps) and compare "
+                         "the forwarding process's CPU per request (default 1500)")
     ap.add_argument("--no-eighty", action="store_true", help="skip the 80 %%-of-max stored check")
     ap.add_argument("--noise-limit", type=float, default=0.15, help="re-run when other processes used > this many cores")
     ap.add_argument("--max-reruns", type=int, default=2)

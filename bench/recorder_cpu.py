@@ -11,8 +11,8 @@ overhead benchmark produces, in the same batches the worker takes, and prints µ
 
   engine      Prisma 6 engine ``POST /`` findMany (bench/prisma_findmany_request.json), no telemetry
   qpe         Prisma 7 ``POST /query`` plan, answer without telemetry (recording only, like Br)
-  qpe+corr    the same with the executor's spans + query logs in the answer, a traceparent and
-              spans built and OTLP-encoded (like Bt; encoded then discarded, no network)
+  qpe+tel     the executor's spans + query logs in the answer and a traceparent, no span export
+  qpe+corr    the same with spans built and OTLP-encoded (like Bt; encoded then discarded)
 
 The baseline printed beside each is ``engine`` in the same run (ratios), so machine speed
 cancels out.
@@ -86,7 +86,7 @@ def make_capture(kind: str, i: int) -> RawCapture:
         path, req, resp = "/", (HERE / "prisma_findmany_request.json").read_bytes(), ENGINE_RESPONSE
     else:
         path, req = "/query", (HERE / "qpe_findmany_request.json").read_bytes()
-        resp = (HERE / ("qpe_findmany_response_telemetry.json" if kind == "qpe+corr"
+        resp = (HERE / ("qpe_findmany_response_telemetry.json" if kind != "qpe"
                         else "qpe_findmany_response.json")).read_bytes()
     headers = [(b"Host", b"127.0.0.1:4466"), (b"Content-Type", b"application/json"),
                (b"Authorization", b"Bearer secret-token"), (b"Content-Length", str(len(req)).encode())]
@@ -97,7 +97,7 @@ def make_capture(kind: str, i: int) -> RawCapture:
     raw.resp_headers = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(resp)).encode())]
     raw.resp_body, raw.resp_size = resp, len(resp)
     raw.inflight = 1
-    if kind == "qpe+corr":
+    if kind in ("qpe+tel", "qpe+corr"):
         raw.trace = start_span(None)
         raw.tel = (GEN_QPE, None, "tracing, query", len(resp) - 376)
     return raw
@@ -126,7 +126,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=4000, help="exchanges per kind and round")
     ap.add_argument("--batch", type=int, default=200, help="exchanges per worker batch")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--kinds", default="engine,qpe,qpe+corr")
+    ap.add_argument("--kinds", default="engine,qpe,qpe+tel,qpe+corr")
     ap.add_argument("--profile", metavar="OUT.txt", help="cProfile the last kind; top 40 by cumulative time")
     args = ap.parse_args()
     kinds = args.kinds.split(",")

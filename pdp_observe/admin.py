@@ -1,4 +1,4 @@
-"""The admin listener: /healthz, /metrics, the OTLP receiver; the management API joins it later.
+"""The admin listener: /healthz, /metrics, the OTLP receiver and the management API (/api/v1).
 
 It runs on its own port (loopback by default) so a scrape or a health probe never competes
 with the traffic listener's accept queue.
@@ -17,7 +17,8 @@ PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def build_admin_app(registry: CollectorRegistry, health: Callable[[], dict[str, Any]],
-                    extra_routes: Iterable[web.RouteDef] = ()) -> web.Application:
+                    extra_routes: Iterable[web.RouteDef] = (),
+                    subapps: Iterable[tuple[str, web.Application]] = ()) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response(health())
 
@@ -32,4 +33,6 @@ def build_admin_app(registry: CollectorRegistry, health: Callable[[], dict[str, 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_routes(list(extra_routes))
+    for prefix, sub in subapps:
+        app.add_subapp(prefix, sub)
     return app

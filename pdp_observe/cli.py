@@ -15,6 +15,8 @@ import sys
 from . import __version__
 from .config import Settings, add_arguments, from_sources
 from .exchange import operation_from_dict
+from .filterlang import FILTER_HELP
+from .query import exchange_json, load_exchange
 from .store import Filter, StoreError, StoreReader
 from .views import drop_summary, row_json, show, table
 
@@ -27,6 +29,7 @@ untouched and records each one to a SQLite capture file you can list and inspect
   pdp-observe proxy --listen 127.0.0.1:4466 --upstream http://127.0.0.1:4467 --db captures.db
   pdp-observe ls --db captures.db --last 20
   pdp-observe show --db captures.db <id>
+  pdp-observe tui         # live view of a running sidecar (or: tui --db captures.db)
 """
 
 
@@ -59,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the stack and the sidecar running after the workload, until Ctrl-C")
 
     p = sub.add_parser("ls", help="list recorded exchanges",
-                       description="List the newest recorded exchanges, oldest first.")
+                       description="List the newest recorded exchanges, oldest first.",
+                       epilog=FILTER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _db_arg(p)
     p.add_argument("--last", type=int, default=20, metavar="N", help="how many (default 20; 0 = all)")
     p.add_argument("--json", action="store_true",
@@ -72,12 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code", help="Prisma error code (e.g. P2002)")
     p.add_argument("--min-ms", type=float, metavar="MS", help="only exchanges that took at least MS")
     p.add_argument("--txn", help="only this interactive transaction (id or prefix)")
+    p.add_argument("--filter", metavar="EXPR", help="only exchanges matching EXPR, e.g. "
+                   "'model:User ms:>250 -is:error' (language below; ANDed with the flags above)")
 
     p = sub.add_parser("show", help="show one exchange: headers (redacted) and bodies",
                        description="Show one exchange in full. Any unique prefix of its id works.")
     _db_arg(p)
     p.add_argument("id", help="exchange id or a unique prefix of it (as `ls` prints)")
     p.add_argument("--json", action="store_true", help="the exchange as one JSON object")
+
+    p = sub.add_parser("tui", help="live terminal UI: attach to a running sidecar, or open a capture file",
+                       description="Browse exchanges live: attach to a sidecar's management API "
+                       "(--connect, default http://127.0.0.1:9466) or open a capture file offline (--db). "
+                       "Press ? inside for keys and the filter language.")
+    p.add_argument("--connect", metavar="URL", default=os.environ.get("PDP_ADMIN_URL"),
+                   help="the sidecar's admin listener [env PDP_ADMIN_URL; default http://127.0.0.1:9466]")
+    p.add_argument("--token", default=os.environ.get("PDP_ADMIN_TOKEN"),
+                   help="bearer token of the management API [env PDP_ADMIN_TOKEN]")
+    p.add_argument("--db", help="open this capture file instead of attaching (offline; no replay)")
     return parser
 
 
@@ -94,10 +110,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    flt = Filter(model=args.model, action=args.action, status=args.status, code=args.code,
+                 min_ms=args.min_ms, txn=args.txn, expr=args.filter)
+    flt.where()  # a bad --filter is reported before the capture file is opened
     reader = StoreReader(args.db)
     try:
-        flt = Filter(model=args.model, action=args.action, status=args.status, code=args.code,
-                     min_ms=args.min_ms, txn=args.txn)
         rows = reader.last(args.last, flt)
         summary = drop_summary(reader.counters())
         if args.json:
@@ -119,19 +136,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     reader = StoreReader(args.db)
     try:
-        ex = reader.get(args.id)
-        ex.pressure = ex.pressure or reader.pressure(ex.id)
-        received = reader.spans_for_trace(ex.trace_id) if ex.trace_id else []
+        ex, received = load_exchange(reader, args.id)
     finally:
         reader.close()
     if args.json:
-        data = ex.to_dict()
-        data["request"]["body"]["text"] = ex.request.body.data.decode("utf-8", "replace")
-        if ex.response is not None:
-            data["response"]["body"]["text"] = ex.response.body.data.decode("utf-8", "replace")
-        data["pressure"] = ex.pressure
-        data["received_spans"] = received
-        print(json.dumps(data, indent=2))
+        print(json.dumps(exchange_json(ex, received), indent=2))
     else:
         print(show(ex, received))
     return 0
@@ -144,7 +153,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.db, args.keep_running)
 
 
-COMMANDS = {"proxy": cmd_proxy, "demo": cmd_demo, "ls": cmd_ls, "show": cmd_show}
+def cmd_tui(args: argparse.Namespace) -> int:
+    from .tui import run  # noqa: PLC0415 - Textual loads only for this command
+
+    if args.db and not os.path.exists(args.db):
+        raise StoreError(f"no capture file at {args.db!r}")
+    return run(connect=args.connect, token=args.token, db=args.db)
+
+
+COMMANDS = {"proxy": cmd_proxy, "demo": cmd_demo, "ls": cmd_ls, "show": cmd_show, "tui": cmd_tui}
 
 
 def main(argv: list[str] | None = None) -> int:

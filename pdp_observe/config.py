@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -105,11 +106,23 @@ def parse_list(text: str | list[str]) -> list[str]:
 
 
 def _opt(default: Any, help: str, *, parse: Callable[[Any], Any] | None = None,
-         metavar: str | None = None, repeat: bool = False) -> Any:
-    meta = {"help": help, "parse": parse, "metavar": metavar, "repeat": repeat}
+         metavar: str | None = None, repeat: bool = False, secret: bool = False) -> Any:
+    """A settings field; ``secret`` ones are left out of ``repr`` (and so of logged settings)."""
+    meta = {"help": help, "parse": parse, "metavar": metavar, "repeat": repeat, "secret": secret}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost`` only: any other address or name may be reachable."""
+    h = host.strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(slots=True)
@@ -122,8 +135,13 @@ class Settings:
     listen: str = _opt("127.0.0.1:4466", "Address the Prisma client connects to (point its URL here).",
                        metavar="HOST:PORT")
     db: str = _opt("captures.db", "SQLite capture file (created if missing; WAL mode).", metavar="PATH")
-    admin_listen: str = _opt("127.0.0.1:9466", "Admin listener: /healthz and /metrics. 'off' disables it.",
-                             metavar="HOST:PORT")
+    admin_listen: str = _opt("127.0.0.1:9466", "Admin listener: /healthz, /metrics and the management "
+                             "API (/api/v1, see docs/api.md). 'off' disables it. Binding it to anything "
+                             "but loopback needs --admin-token.", metavar="HOST:PORT")
+    admin_token: str = _opt("", "Bearer token the management API (/api/v1) requires "
+                            "(Authorization: Bearer <token>); /healthz and /metrics stay open. "
+                            "Prefer the environment variable: a flag shows in `ps`.", metavar="TOKEN",
+                            secret=True)
     preserve_host: bool = _opt(False, "Forward the client's Host header instead of the upstream's.",
                                parse=parse_bool)
     forwarded_headers: bool = _opt(True, "Add X-Forwarded-For/-Proto/-Host to forwarded requests.",
@@ -200,7 +218,12 @@ class Settings:
         if not re.match(r"^https?://[^/]+", self.upstream):
             raise ValueError(f"--upstream must be an http:// or https:// URL, got {self.upstream!r}")
         self.listen_addr  # noqa: B018 - parse for the error message
-        self.admin_addr  # noqa: B018
+        admin = self.admin_addr
+        if admin is not None and not self.admin_token and not is_loopback(admin[0]):
+            raise ValueError(
+                f"--admin-listen {self.admin_listen} can be reached from other hosts, and its management "
+                "API (/api/v1) shows captured requests and can replay them: set --admin-token (or "
+                "PDP_ADMIN_TOKEN) to require a bearer token, or bind it to 127.0.0.1")
         parse_recorder(self.recorder)
         parse_upstream_kind(self.upstream_kind)
         for name in ("engine_metrics_url", "otlp_forward"):

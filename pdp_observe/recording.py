@@ -1,13 +1,15 @@
 """The recording side, built the same way in both recorder modes (thread or process).
 
 Everything after forwarding lives here: the :class:`Recorder` (queue, worker, store), its
-processors (decoding, correlation), its sinks (metrics, traces), and the services that run on
-the admin listener's event loop (engine /metrics scraper, OTLP receiver and forwarder).
+processors (decoding, correlation), its sinks (metrics, traces, the API's live feed), and the
+services that run on the admin listener's event loop (engine /metrics scraper, OTLP receiver
+and forwarder, the management API).
 The proxy process builds it inline; the recorder process builds it from the same settings.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -16,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from .admin import build_admin_app
+from .api import Api, LiveFeed, build_api
 from .config import Settings
 from .correlate import Correlate
 from .engine.otlp import OtlpForwarder, OtlpReceiver
@@ -38,6 +41,10 @@ class RecordingSide:
     receiver: OtlpReceiver | None = None
     forwarder: OtlpForwarder | None = None
     spans: SpanEmitter | None = None
+    live: LiveFeed | None = None
+    settings: Settings | None = field(default=None, repr=False)
+    in_flight: Callable[[], int] | None = None
+    high_water: Callable[[], int] | None = None
     _runner: web.AppRunner | None = field(default=None, repr=False)
 
     async def start_services(self) -> None:
@@ -47,9 +54,28 @@ class RecordingSide:
         if self.scraper is not None:
             await self.scraper.start()
 
+    def api(self) -> Api | None:
+        """The management API's context (None without settings, e.g. a bare test recorder)."""
+        s = self.settings
+        if s is None or self.live is None:
+            return None
+        writer = self.recorder.writer
+        scraper = self.scraper
+        return Api(db=writer.path if writer is not None else s.db, upstream=s.upstream, feed=self.live,
+                   token=s.admin_token, in_flight=self.in_flight, high_water=self.high_water,
+                   dropped=self.recorder.dropped, pool_latest=scraper.latest if scraper is not None else None,
+                   connect_timeout=s.connect_timeout, read_timeout=s.read_timeout)
+
     async def start_admin(self, addr: tuple[str, int], health: Callable[[], dict[str, Any]]) -> int:
         extra = self.receiver.routes() if self.receiver is not None else []
-        runner = web.AppRunner(build_admin_app(self.registry, health, extra), access_log=None)
+        subapps = []
+        if (api := self.api()) is not None:
+            assert self.live is not None
+            self.live.attach(asyncio.get_running_loop())
+            subapps.append(("/api/v1", build_api(api)))
+        # stream clients are told to go at shutdown; anything else gets 5 s to finish
+        runner = web.AppRunner(build_admin_app(self.registry, health, extra, subapps), access_log=None,
+                               shutdown_timeout=5.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, addr[0], addr[1]).start()
@@ -123,6 +149,8 @@ def build_recording(settings: Settings, *, writer: StoreWriter | None = None,
     if span_processor is not None:
         spans = SpanEmitter(span_processor, exporter=exporter)
         recorder.sinks.append(spans)
+    live = LiveFeed(recorder)
+    recorder.sinks.append(live)
 
     forwarder = OtlpForwarder(settings.otlp_forward) if settings.otlp_forward else None
 
@@ -136,4 +164,5 @@ def build_recording(settings: Settings, *, writer: StoreWriter | None = None,
                                            receiver=receiver, forwarder=forwarder))
     if scraper is not None:
         registry.register(scraper.collector(settings.engine_metrics_url))
-    return RecordingSide(recorder, registry, correlate, scraper, receiver, forwarder, spans)
+    return RecordingSide(recorder, registry, correlate, scraper, receiver, forwarder, spans, live=live,
+                         settings=settings, in_flight=in_flight, high_water=high_water)

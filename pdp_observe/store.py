@@ -19,8 +19,9 @@ import orjson
 import zstandard
 
 from .exchange import Exchange, exchange_from_dict, operation_from_dict
+from .filterlang import ERROR_MESSAGE_MAX, SQL_TEXT_MAX, FilterError, compile_filter
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Forward-only migrations: (version, name, SQL). Never edit a released one; append a new one.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -104,6 +105,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX ix_otel_spans_trace ON otel_spans(trace_id);
         CREATE INDEX ix_otel_spans_ts ON otel_spans(ts);
     """),
+    # What the filter language's sql: and text: search, as plain columns (the record is
+    # compressed JSON, which SQL cannot look into). Rows written before v5 keep NULL here.
+    (5, "search columns for the filter language", """
+        ALTER TABLE exchanges ADD COLUMN sql_text TEXT;
+        ALTER TABLE exchanges ADD COLUMN error_message TEXT;
+    """),
 ]
 
 LIST_COLUMNS = ("id", "ts", "method", "path", "status", "duration_ms", "req_bytes",
@@ -111,8 +118,8 @@ LIST_COLUMNS = ("id", "ts", "method", "path", "status", "duration_ms", "req_byte
                 "fingerprint", "txn", "error_code", "sql_count", "engine_ms", "trace_id")
 _INSERT = ("INSERT INTO exchanges (id, ts, method, path, status, duration_ms, req_bytes, resp_bytes, "
            "failure, truncated, record, req_body, resp_body, protocol, kind, model, action, "
-           "fingerprint, txn, error_code, sql_count, engine_ms, trace_id) VALUES ("
-           + ",".join("?" * 23) + ")")
+           "fingerprint, txn, error_code, sql_count, engine_ms, trace_id, sql_text, error_message) "
+           "VALUES (" + ",".join("?" * 25) + ")")
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -213,6 +220,8 @@ class StoreWriter:
             *((op.protocol, op.kind, op.model, op.action, op.fingerprint, op.txn, op.error_code,
                len(op.sql)) if op is not None else (None,) * 8),
             ex.engine_ms, ex.trace_id,
+            sql_text(op.sql) if op is not None and op.sql else None,
+            op.error_message[:ERROR_MESSAGE_MAX] if op is not None and op.error_message else None,
         )
 
     def write(self, exchanges: Iterable[Exchange], records: Iterable[Any] = ()) -> int:
@@ -291,6 +300,42 @@ class StoreWriter:
             self.conn.close()
 
 
+def sql_text(statements: Iterable[Any]) -> str:
+    """The ``sql_text`` column: the statements joined by newlines, at most SQL_TEXT_MAX
+    characters (stops joining once past it: a plan can carry thousands of statements)."""
+    parts: list[str] = []
+    size = 0
+    for s in statements:
+        parts.append(s.sql)
+        size += len(s.sql) + 1
+        if size >= SQL_TEXT_MAX:
+            break
+    return "\n".join(parts)[:SQL_TEXT_MAX]
+
+
+def filter_row(ex: Exchange) -> dict[str, Any]:
+    """An exchange as the ``exchanges`` columns the filter language reads, for
+    :meth:`CompiledFilter.matches` on exchanges not read back from the store (live feeds)."""
+    op = ex.operation
+    resp = ex.response
+    row: dict[str, Any] = {
+        "id": ex.id, "ts": ex.timings.received, "method": ex.request.method, "path": ex.request.path,
+        "status": resp.status if resp else None, "duration_ms": ex.timings.duration_ms,
+        "req_bytes": ex.request.body.size, "resp_bytes": resp.body.size if resp else None,
+        "failure": ex.failure, "truncated": int(ex.truncated), "engine_ms": ex.engine_ms,
+        "trace_id": ex.trace_id,
+    }
+    if op is None:
+        row.update(dict.fromkeys(("protocol", "kind", "model", "action", "fingerprint", "txn",
+                                  "error_code", "sql_count", "sql_text", "error_message")))
+    else:
+        row.update(protocol=op.protocol, kind=op.kind, model=op.model, action=op.action,
+                   fingerprint=op.fingerprint, txn=op.txn, error_code=op.error_code,
+                   sql_count=len(op.sql), sql_text=sql_text(op.sql) if op.sql else None,
+                   error_message=op.error_message[:ERROR_MESSAGE_MAX] if op.error_message else None)
+    return row
+
+
 _TX_COLUMNS = ("txn", "protocol", "started", "ended", "duration_ms", "query_count", "outcome",
                "isolation_level", "error_code", "start_seen", "exchange_ids")
 # A transaction seen again (more queries, its end) replaces its row; a record rebuilt after a
@@ -367,9 +412,18 @@ class Filter:
     code: str | None = None
     min_ms: float | None = None
     txn: str | None = None  # id or prefix
+    expr: str | None = None  # the filter language (pdp_observe.filterlang), ANDed with the rest
 
     def where(self) -> tuple[str, list[Any]]:
         clauses, params = [], []
+        if self.expr and self.expr.strip():
+            try:
+                compiled = compile_filter(self.expr)
+            except FilterError as exc:
+                raise StoreError(f"filter error at {exc.position}: {exc.message}") from None
+            sql, p = compiled.sql()
+            clauses.append(sql)
+            params += p
         # exact (index-friendly) matches: Prisma names are case-sensitive, codes are upper-case
         for col, value in (("model", self.model), ("action", self.action),
                            ("error_code", self.code.upper() if self.code else None)):
