@@ -263,7 +263,7 @@ def run(settings: Settings) -> int:
         sc = await start_sidecar(settings)
         log.info("pdp_observe forwarding %s -> %s, recording to %s (%s recorder)%s",
                  f"{settings.listen_addr[0]}:{sc.port}", settings.upstream, settings.db, settings.recorder,
-                 f"; admin on :{sc.admin_port} (/healthz, /metrics)" if sc.admin_port else "")
+                 f"; admin on :{sc.admin_port} (/healthz, /metrics, /api/v1; `pdp-observe tui` attaches here)" if sc.admin_port else "")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -155,7 +155,7 @@ def correlation_block(ex: Exchange, received: list[dict[str, Any]] = ()) -> list
         for edge in ("engine_start", "engine_end"):
             if s := p.get(edge):
                 g = s.get("pool") or {}
-                lines.append(f"  {edge:<12}open={g.get('open')} busy={g.get('busy')} idle={g.get('idle')} "
+                lines.append(f"  {edge:<13}open={g.get('open')} busy={g.get('busy')} idle={g.get('idle')} "
                              f"waiting={g.get('waiting')}" + (f" flags={s.get('flags')}" if s.get("flags") else ""))
     if ex.pressure:
         pr = ex.pressure

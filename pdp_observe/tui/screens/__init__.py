@@ -1,0 +1,1 @@
+"""Screens of the TUI: home (the live list), detail, transaction, operations, help, dialogs."""

@@ -1,0 +1,1 @@
+"""Widgets of the TUI: the virtualised exchange list, the filter bar, the pool panel."""
