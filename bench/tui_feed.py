@@ -95,15 +95,24 @@ async def feed(args: argparse.Namespace, tmp: Path, procs: po.Procs) -> dict[str
     lua = tmp / "post.lua"
     lua.write_text(po.LUA.replace("@BODY@", (HERE / "qpe_findmany_request.json").read_text()))
 
-    app = ObserveApp(ApiSource(f"http://127.0.0.1:{admin}"), watch=True)
     rows_per_msg: list[int] = []
-    orig_rows = app.on_rows_arrived
+    orig_rows = ObserveApp.on_rows_arrived
 
-    def counted(msg: Any) -> None:
+    def counted(self: ObserveApp, msg: Any) -> None:  # Textual dispatches to class attributes
         rows_per_msg.append(len(msg.rows))
-        orig_rows(msg)
+        orig_rows(self, msg)
 
-    app.on_rows_arrived = counted  # type: ignore[method-assign]
+    ObserveApp.on_rows_arrived = counted  # type: ignore[method-assign]
+    outages: list[str] = []
+    orig_state = ObserveApp.on_source_state_changed
+
+    def state(self: ObserveApp, msg: Any) -> None:
+        if not msg.ok:
+            outages.append(msg.error or "?")
+        orig_state(self, msg)
+
+    ObserveApp.on_source_state_changed = state  # type: ignore[method-assign]
+    app = ObserveApp(ApiSource(f"http://127.0.0.1:{admin}"), watch=True)
     lag: list[float] = []
     out: dict[str, Any] = {}
     with FrameTimer() as ft:
@@ -153,7 +162,8 @@ async def feed(args: argparse.Namespace, tmp: Path, procs: po.Procs) -> dict[str
                 "frame_ms_max": max(frames_fed) if frames_fed else None,
                 "stream_messages": len(rows_per_msg), "rows_per_message_mean": statistics.mean(rows_per_msg) if rows_per_msg else 0,
                 "loop_lag_ms_p99": pct(lag, 99), "loop_lag_ms_max": max(lag) if lag else None,
-                "rows_held": len(lst.loaded_rows()),
+                "rows_held": len(lst.loaded_rows()), "stats_seen": app.stats_seen,
+                "reachable": app.reachable, "stream_outages": outages,
             }
     procs.stop_all()
     return out
@@ -249,6 +259,8 @@ def main() -> int:
         print(f"- stream messages {f['stream_messages']:,}, {f['rows_per_message_mean']:.0f} rows each on average "
               f"(coalesced); event-loop lag p99 {f['loop_lag_ms_p99']:.1f} ms, max {f['loop_lag_ms_max']:.1f} ms; "
               f"rows held by the list {f['rows_held']}")
+        if f["stream_outages"]:
+            print(f"- stream outages (reconnected): {len(f['stream_outages'])}: {f['stream_outages'][:3]}")
     if "scroll" in results:
         s = results["scroll"]
         ok = s["jump_ms_p99"] < 50 and s["render_ms_p99"] < 50

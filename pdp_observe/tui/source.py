@@ -155,11 +155,13 @@ class ApiSource:
                         raise _api_error(resp.status, _json_or_none(await resp.text()), "")
                     yield "state", {"ok": True}
                     backoff = 0.5
-                    async for event in parse_sse(resp.content):
+                    async for event in parse_sse(sse_lines(resp.content)):
                         yield event
                 reason: BaseException = ConnectionResetError("stream closed by the sidecar")
             except (TimeoutError, aiohttp.ClientError, OSError, SourceError) as exc:
                 reason = exc
+            except Exception as exc:  # noqa: BLE001 - a bad event must cost a reconnect, not the live view
+                reason = SourceError(f"live stream broke: {type(exc).__name__}: {exc}")
             err = reason if isinstance(reason, SourceError) and not isinstance(reason, SourceUnreachable) \
                 else self.unreachable(reason)
             yield "state", {"ok": False, "error": str(err), "retry_in": backoff}
@@ -184,6 +186,32 @@ def _api_error(status: int, data: Any, text: str) -> SourceError:
     if status == 401:
         msg = "the sidecar refused the token (set --token or PDP_ADMIN_TOKEN)"
     return SourceError(msg or f"HTTP {status}: {text[:200]}", position=position, status=status)
+
+
+MAX_SSE_LINE = 32 * 1024**2
+"""Longest event line kept; an ``exchanges`` event of 500 rows can be MiBs on one ``data:``
+line, which aiohttp's line iterator refuses (it raised and froze the live view), so lines are
+split here."""
+
+
+async def sse_lines(content: aiohttp.StreamReader, max_line: int = MAX_SSE_LINE) -> AsyncIterator[bytes]:
+    """Lines of an SSE body of any length (a longer one than ``max_line`` is skipped whole)."""
+    buf = bytearray()
+    skipping = False
+    async for chunk in content.iter_any():
+        buf += chunk
+        while (nl := buf.find(b"\n")) >= 0:
+            line = bytes(buf[:nl + 1])
+            del buf[:nl + 1]
+            if skipping:
+                skipping = False
+                continue
+            yield line
+        if len(buf) > max_line:
+            buf.clear()
+            skipping = True
+    if buf and not skipping:
+        yield bytes(buf)
 
 
 async def parse_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[Event]:

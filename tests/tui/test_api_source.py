@@ -175,3 +175,46 @@ async def test_banner_while_unreachable_then_reconnects(engine_url, tmp_path):
         finally:
             await sc.stop()
         await asyncio.sleep(0)
+
+
+async def test_stream_survives_events_longer_than_aiohttp_line_limit():
+    """A burst of 500 rows is one `data:` line of up to a few MiB: the live view must get it, and the next one.
+
+    (aiohttp's line iterator raises on lines past its buffer limit; the stream died there and the list froze at
+    2,000 exchanges/s.)
+    """
+    rows = [{"id": f"{i:032x}", "path": "/query", "sql": ["SELECT " + "x" * 4000]} for i in range(500)]
+    big = __import__("json").dumps({"rows": rows})
+    assert len(big) > 2_000_000
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for payload in (big, '{"rows": [{"id": "after"}]}'):
+            data = f"event: exchanges\ndata: {payload}\n\n".encode()
+            await resp.write(data)
+        await asyncio.sleep(3)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/api/v1/stream", stream)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    src = ApiSource(f"http://127.0.0.1:{runner.addresses[0][1]}", max_backoff=0.1)
+    got: list[Any] = []
+    try:
+        async def read() -> None:
+            async for kind, data in src.events():
+                got.append((kind, data))
+                if kind == "exchanges" and data["rows"][0]["id"] == "after":
+                    return
+
+        await asyncio.wait_for(read(), 10)
+    finally:
+        await src.close()
+        await runner.cleanup()
+    events = [d for k, d in got if k == "exchanges"]
+    assert [len(e["rows"]) for e in events] == [500, 1]
+    assert events[0]["rows"][499]["id"] == f"{499:032x}"
+    assert not any(k == "state" and not d["ok"] for k, d in got)
