@@ -56,16 +56,20 @@ class FrameTimer:
     """Times every screen update (layout + compositor + paint) of every Screen."""
 
     def __init__(self) -> None:
-        self.frames: list[float] = []
+        self.frames: list[float] = []  # wall ms: what the user waits, CPU starvation included
+        self.cpu: list[float] = []  # this thread's CPU ms: the TUI's own work per frame
         self._orig = Screen._on_timer_update
 
     def __enter__(self) -> "FrameTimer":
         orig, frames = self._orig, self.frames
 
+        cpu = self.cpu
+
         def timed(screen: Screen) -> None:  # type: ignore[type-arg]
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             orig(screen)
             frames.append((time.perf_counter() - t) * 1000)
+            cpu.append((time.thread_time() - c) * 1000)
 
         Screen._on_timer_update = timed  # type: ignore[method-assign]
         return self
@@ -122,6 +126,7 @@ async def feed(args: argparse.Namespace, tmp: Path, procs: po.Procs) -> dict[str
             while app.stats_seen == 0 and time.monotonic() < deadline:
                 await pilot.pause(0.1)  # attached: the stream delivers stats
             ft.frames.clear()
+            ft.cpu.clear()
             stop = asyncio.Event()
             lagger = asyncio.ensure_future(loop_lag(lag, stop))
             po.log(f"feeding {args.rate} req/s for {args.seconds}s (wrk, 16 conns) with the TUI attached")
@@ -141,7 +146,7 @@ async def feed(args: argparse.Namespace, tmp: Path, procs: po.Procs) -> dict[str
             text = (await wrk.stdout.read()).decode()  # type: ignore[union-attr]
             line = next((ln for ln in text.splitlines() if ln.startswith("BENCHJSON ")), None)
             sent = int(__import__("json").loads(line[10:])["requests"]) if line else -1
-            frames_fed = list(ft.frames)
+            frames_fed, cpu_fed = list(ft.frames), list(ft.cpu)
             t_end = time.monotonic()
             q = Query(str(db))
             stored = -1
@@ -160,6 +165,7 @@ async def feed(args: argparse.Namespace, tmp: Path, procs: po.Procs) -> dict[str
                 "tui_total": lst.total, "caught_up_s": caught_up,
                 "frames": len(frames_fed), "frame_ms_p50": pct(frames_fed, 50), "frame_ms_p99": pct(frames_fed, 99),
                 "frame_ms_max": max(frames_fed) if frames_fed else None,
+                "frame_cpu_ms_p50": pct(cpu_fed, 50), "frame_cpu_ms_p99": pct(cpu_fed, 99),
                 "stream_messages": len(rows_per_msg), "rows_per_message_mean": statistics.mean(rows_per_msg) if rows_per_msg else 0,
                 "loop_lag_ms_p99": pct(lag, 99), "loop_lag_ms_max": max(lag) if lag else None,
                 "rows_held": len(lst.loaded_rows()), "stats_seen": app.stats_seen,
@@ -187,8 +193,9 @@ async def scroll(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
         async def until_ready(what: str) -> float:
             t0 = time.perf_counter()
+            await asyncio.sleep(0)  # let the move be handled
             while lst.busy or lst.selected is None:
-                await pilot.pause(0.005)
+                await asyncio.sleep(0.001)  # the app runs on this loop: its workers and messages proceed
                 if time.perf_counter() - t0 > 10:
                     raise RuntimeError(f"page never arrived: {what}")
             return (time.perf_counter() - t0) * 1000
@@ -201,8 +208,9 @@ async def scroll(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
         first = await until_ready("first page")
         t0 = time.perf_counter()
-        await pilot.press("end")
-        jumps.append((await until_ready("end")) + (time.perf_counter() - t0) * 0)
+        lst.action_jump(-1)
+        await until_ready("end")
+        jumps.append((time.perf_counter() - t0) * 1000)
         renders.append(render_screen())
         for i in range(args.jumps):
             target = rng.randrange(args.rows)
@@ -211,15 +219,19 @@ async def scroll(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await until_ready(f"row {target}")
             jumps.append((time.perf_counter() - t0) * 1000)
             renders.append(render_screen())
-        t0 = time.perf_counter()
-        for _ in range(args.pagedowns):
-            await pilot.press("pagedown")
-        await until_ready("page-downs")
-        paging = (time.perf_counter() - t0) * 1000 / args.pagedowns
+        lst.move_cursor(0)
+        await until_ready("top")
+        pages: list[float] = []
+        for _ in range(args.pagedowns):  # one screen at a time, as the PgDn key does
+            t0 = time.perf_counter()
+            lst.action_page(1)
+            await until_ready("page-down")
+            pages.append((time.perf_counter() - t0) * 1000)
+        paging = statistics.mean(pages)
         held = len(lst.loaded_rows())
     return {"rows": args.rows, "first_page_ms": first, "jump_ms_p50": pct(jumps, 50), "jump_ms_p99": pct(jumps, 99),
-            "jump_ms_max": max(jumps), "render_ms_p50": pct(renders, 50), "render_ms_p99": pct(renders, 99),
-            "pagedown_ms_mean": paging, "rows_held": held, "jumps": len(jumps)}
+            "jump_ms_max": max(jumps), "jump_ms_all": [round(j, 1) for j in jumps], "render_ms_p50": pct(renders, 50), "render_ms_p99": pct(renders, 99),
+            "pagedown_ms_mean": paging, "pagedown_ms_p99": pct(pages, 99), "rows_held": held, "jumps": len(jumps)}
 
 
 def main() -> int:
@@ -254,8 +266,11 @@ def main() -> int:
         print(f"## Live feed: {f['rate']:,} req/s for {f['seconds']} s, TUI attached over the management API")
         print(f"- requests sent {f['sent']:,}, stored {f['stored']:,}, TUI list total {f['tui_total']:,}; "
               f"caught up {fmt_s(f['caught_up_s'])} after the load stopped → {'PASS' if ok_feed else 'FAIL'}")
-        print(f"- frames {f['frames']:,}: p50 {f['frame_ms_p50']:.2f} ms, p99 {f['frame_ms_p99']:.2f} ms, "
-              f"max {f['frame_ms_max']:.2f} ms (target p99 < 50 ms) → {'PASS' if ok_frames else 'FAIL'}")
+        print(f"- frames {f['frames']:,}: wall p50 {f['frame_ms_p50']:.2f} ms, p99 {f['frame_ms_p99']:.2f} ms, "
+              f"max {f['frame_ms_max']:.2f} ms (target p99 < 50 ms) → {'PASS' if ok_frames else 'FAIL'}; "
+              f"the TUI's own CPU per frame p50 {f['frame_cpu_ms_p50']:.2f} ms, p99 {f['frame_cpu_ms_p99']:.2f} ms "
+              f"→ {'PASS' if f['frame_cpu_ms_p99'] < 50 else 'FAIL'} (wall includes waiting for a core: wrk, nginx, "
+              f"the proxy, its recorder and the TUI share this machine)")
         print(f"- stream messages {f['stream_messages']:,}, {f['rows_per_message_mean']:.0f} rows each on average "
               f"(coalesced); event-loop lag p99 {f['loop_lag_ms_p99']:.1f} ms, max {f['loop_lag_ms_max']:.1f} ms; "
               f"rows held by the list {f['rows_held']}")
@@ -263,12 +278,12 @@ def main() -> int:
             print(f"- stream outages (reconnected): {len(f['stream_outages'])}: {f['stream_outages'][:3]}")
     if "scroll" in results:
         s = results["scroll"]
-        ok = s["jump_ms_p99"] < 50 and s["render_ms_p99"] < 50
+        ok = s["jump_ms_p99"] < 50 and s["render_ms_p99"] < 50 and s["pagedown_ms_p99"] < 50
         print(f"## Scroll over {s['rows']:,} stored exchanges (capture file)")
         print(f"- first page {s['first_page_ms']:.1f} ms; {s['jumps']} jumps (end + random rows): page on screen "
               f"p50 {s['jump_ms_p50']:.1f} ms, p99 {s['jump_ms_p99']:.1f} ms, max {s['jump_ms_max']:.1f} ms; "
               f"full-screen render p50 {s['render_ms_p50']:.2f} ms, p99 {s['render_ms_p99']:.2f} ms; "
-              f"page-down {s['pagedown_ms_mean']:.1f} ms each; rows held {s['rows_held']} "
+              f"page-down mean {s['pagedown_ms_mean']:.1f} ms, p99 {s['pagedown_ms_p99']:.1f} ms; rows held {s['rows_held']} "
               f"(target page render < 50 ms) → {'PASS' if ok else 'FAIL'}")
     return 0
 
