@@ -1,13 +1,13 @@
 """The hot path: forward every request untouched, timestamp it, tee a capped body prefix.
 
-Built on aiohttp's low-level server (no router, no middleware) and one pooled client
-session. Per request it does only what forwarding needs plus perf_counter() readings and
-byte-slice references; everything else happens in :mod:`pdp_observe.hub`'s worker.
+Built on aiohttp's low-level server (no router, no middleware) and a lean pooled client
+(:mod:`pdp_observe.upstream`). Per request it does only what forwarding needs plus
+perf_counter() readings and byte-slice references; everything else happens in the recorder.
 
 Faithfulness (RFC 9110 §7.6.1): hop-by-hop headers are dropped both ways; all others pass in
-order with their case; Content-Encoding passes as is (the session never decompresses);
-aiohttp's own defaults (Server, Date, Content-Type, Accept, User-Agent) are suppressed when
-the other side did not send them, so the client cannot tell the sidecar is there.
+order with their case and their exact bytes; Content-Encoding passes as is (nothing is
+decompressed on the path); aiohttp's own defaults (Server, Date, Content-Type) are suppressed
+when the upstream did not send them, so the client cannot tell the sidecar is there.
 """
 
 from __future__ import annotations
@@ -18,19 +18,17 @@ import json
 import logging
 import re
 import time
-from collections import defaultdict, deque
-from contextvars import ContextVar
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 
-import aiohttp
-from yarl import URL
 from aiohttp import hdrs, web
+from yarl import URL
 
 from .capture import BodyTee, RawCapture, keep_whole
 from .engine.telemetry import GEN_ENGINE, GEN_QPE, client_ask, merged_header, strip_extensions
 from .exchange import Failure
 from .tracecontext import format_traceparent, start_span
-from typing import Protocol
+from .upstream import (UpstreamConnectError, UpstreamConnectTimeout, UpstreamDisconnected, UpstreamPool,
+                       UpstreamProtocolError, UpstreamReadTimeout, UpstreamResponse)
 
 
 class CaptureSink(Protocol):
@@ -41,43 +39,16 @@ class CaptureSink(Protocol):
 log = logging.getLogger("pdp_observe.proxy")
 
 HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-    "proxy-connection", "proxy-authenticate", "proxy-authorization",
+    b"connection", b"keep-alive", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
+    b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
 })
 # Bodies up to this size are read whole (one write each way); larger ones are streamed.
 WHOLE_BODY_MAX = 256 * 1024
 STREAM_CHUNK = 64 * 1024
-_AIOHTTP_DEFAULTS = (("server", hdrs.SERVER), ("date", hdrs.DATE), ("content-type", hdrs.CONTENT_TYPE))
+_AIOHTTP_DEFAULTS = ((b"server", hdrs.SERVER), (b"date", hdrs.DATE), (b"content-type", hdrs.CONTENT_TYPE))
 _perf = time.perf_counter
 _wall = time.time
-_current: ContextVar[RawCapture | None] = ContextVar("pdp_current_capture", default=None)
-
-
-class _LifoDeque(deque):  # type: ignore[type-arg]
-    """aiohttp reuses the *oldest* idle upstream connection (FIFO); we want the newest.
-
-    Connections idle since a burst may have been paced down by the kernel's congestion
-    control and stall large responses for 50–100 ms (docs/performance.md); the most recently
-    used one is warm. ``popleft`` is the only take aiohttp does, so swap it for ``pop``.
-    """
-
-    popleft = deque.pop
-
-
-class UpstreamConnector(aiohttp.TCPConnector):
-    """TCPConnector with LIFO reuse that notes when each request got its upstream connection."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if isinstance(getattr(self, "_conns", None), defaultdict):
-            self._conns = defaultdict(_LifoDeque)
-
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        conn = await super().connect(req, traces, timeout)
-        cap = _current.get()
-        if cap is not None:
-            cap.t_connected = _perf()
-        return conn
+_ENC = ("utf-8", "surrogateescape")  # how aiohttp decoded the request line and headers: undone exactly
 
 
 class _PassthroughResponse(web.StreamResponse):
@@ -85,7 +56,7 @@ class _PassthroughResponse(web.StreamResponse):
 
     __slots__ = ("_upstream_sent",)
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], sent: set[str],
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], sent: set[bytes],
                  *, buffer_headers: bool) -> None:
         super().__init__(status=status, reason=reason, headers=headers)
         self._upstream_sent = sent
@@ -100,28 +71,27 @@ class _PassthroughResponse(web.StreamResponse):
                 del h[name]
 
 
-def _conn_tokens(value: str | None) -> frozenset[str]:
-    if not value:
-        return frozenset()
-    return frozenset(t.strip().lower() for t in value.split(","))
+def _conn_tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(t.strip().lower() for t in value.split(b","))
 
 
-_NO_DROP: frozenset[str] = frozenset()
-_FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
+_NO_DROP: frozenset[bytes] = frozenset()
+_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 
 
-def filter_headers(items: Any, drop: frozenset[str] = _NO_DROP,
-                   names: set[str] | None = None) -> list[tuple[str, str]]:
-    """Drop hop-by-hop headers (and those the Connection header names) and ``drop``; keep order
-    and case. One pass; when ``names`` is given, the kept lower-cased names are added to it
-    (the response side uses them to suppress aiohttp's defaults).
+def filter_headers(items: Any, drop: frozenset[bytes] = _NO_DROP,
+                   names: set[bytes] | None = None) -> list[tuple[bytes, bytes]]:
+    """Drop hop-by-hop headers (and those the Connection header names) and ``drop`` from raw
+    ``(bytes, bytes)`` pairs; keep order, case and bytes. One pass; when ``names`` is given,
+    the kept lower-cased names are added to it (the response side uses them to suppress
+    aiohttp's defaults).
     """
-    named: frozenset[str] = _NO_DROP
-    out: list[tuple[str, str]] = []
+    named: frozenset[bytes] = _NO_DROP
+    out: list[tuple[bytes, bytes]] = []
     for k, v in items:
         lk = k.lower()
-        if lk in HOP_BY_HOP or lk in drop or lk.startswith("proxy-"):
-            if lk == "connection":
+        if lk in HOP_BY_HOP or lk in drop or lk.startswith(b"proxy-"):
+            if lk == b"connection":
                 named = named | _conn_tokens(v)
             continue
         out.append((k, v))
@@ -207,17 +177,18 @@ def error_response(status: int, message: str, upstream: str) -> web.Response:
 
 def classify_upstream_error(exc: BaseException) -> tuple[str, int, str]:
     """(failure kind, HTTP status for the client, message) for an upstream failure."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, UpstreamConnectTimeout):
         return Failure.UPSTREAM_CONNECT_TIMEOUT, 504, "timed out connecting to the upstream"
-    if isinstance(exc, (aiohttp.SocketTimeoutError, asyncio.TimeoutError, TimeoutError)):
+    if isinstance(exc, (UpstreamReadTimeout, asyncio.TimeoutError, TimeoutError)):
         return Failure.UPSTREAM_READ_TIMEOUT, 504, "timed out waiting for the upstream to answer"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if exc.os_error is not None and exc.os_error.errno == errno.ECONNREFUSED:
+    if isinstance(exc, UpstreamConnectError):
+        if exc.os_error.errno == errno.ECONNREFUSED:
             return Failure.UPSTREAM_REFUSED, 502, "upstream refused the connection"
-        return Failure.UPSTREAM_ERROR, 502, f"cannot connect to the upstream: {exc.os_error or exc}"
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
-                        ConnectionResetError, aiohttp.ClientOSError)):
+        return Failure.UPSTREAM_ERROR, 502, f"cannot connect to the upstream: {exc.os_error}"
+    if isinstance(exc, (UpstreamDisconnected, ConnectionError)):
         return Failure.UPSTREAM_RESET, 502, "upstream closed the connection before answering"
+    if isinstance(exc, UpstreamProtocolError):
+        return Failure.UPSTREAM_ERROR, 502, str(exc)
     return Failure.UPSTREAM_ERROR, 502, f"upstream error: {type(exc).__name__}: {exc}"
 
 
@@ -242,29 +213,29 @@ class Proxy:
         # names never forwarded upstream besides hop-by-hop ones: our own X-Forwarded-* replace
         # the client's (their values are folded in), and Host is the upstream's unless preserved
         self._drop = frozenset((_FORWARDED if forwarded_headers else set())
-                               | (set() if preserve_host else {"host"}))
+                               | (set() if preserve_host else {b"host"}))
         self.recorder = recorder
         self.body_limit = body_limit
         self.preserve_host = preserve_host
         self.forwarded_headers = forwarded_headers
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout,
-                                             sock_read=read_timeout or None)
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         self.pool_size = pool_size
-        self.session: aiohttp.ClientSession | None = None
+        self.pool: UpstreamPool | None = None
+        self._host_line = b""
+        self._prefix = b""
         self.in_flight = 0
 
     async def start(self) -> None:
-        connector = UpstreamConnector(limit=self.pool_size, limit_per_host=self.pool_size,
-                                      keepalive_timeout=30, enable_cleanup_closed=False)
-        self.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, timeout=self.timeout,
-            skip_auto_headers=(hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE),
-            cookie_jar=aiohttp.DummyCookieJar(), max_line_size=65536, max_field_size=65536,
-        )
+        self.pool = pool = UpstreamPool(self.upstream, limit=self.pool_size,
+                                        connect_timeout=self.connect_timeout,
+                                        read_timeout=self.read_timeout, keepalive=30.0)
+        self._host_line = b"Host: " + pool.host_header.encode("idna") + b"\r\n"
+        self._prefix = pool.path_prefix.encode("latin-1")
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self.pool is not None:
+            await self.pool.close()
 
     def in_flight_list(self, limit: int = 500) -> list[dict[str, Any]]:
         """Requests being forwarded now (for pressure snapshots): arrival, method, path, txn.
@@ -294,13 +265,14 @@ class Proxy:
             plan = self._plans[key] = (merged_header(client_value, gen), client_ask(client_value, gen))
         return plan
 
-    def _upstream_headers(self, request: web.BaseRequest, peer: str | None,
-                          cap: RawCapture) -> list[tuple[str, str]]:
+    def _request_head(self, request: web.BaseRequest, peer: str | None, cap: RawCapture,
+                      chunked: bool) -> bytes:
+        """The request line and headers sent upstream, as bytes ready for the socket."""
         h = request.headers
-        headers = filter_headers(h.items(), self._drop)
+        headers = filter_headers(request.raw_headers, self._drop)
         if self.propagate_trace:
             cap.trace = trace = start_span(h.get("traceparent"))
-            _set_header(headers, "traceparent", format_traceparent(trace[0], trace[1], trace[3]))
+            _set_header(headers, b"traceparent", format_traceparent(trace[0], trace[1], trace[3]).encode())
         if self.capture_telemetry:
             path = cap.path.partition("?")[0]
             if self.upstream_kind == "auto" and cap.method == "POST":
@@ -313,16 +285,24 @@ class Proxy:
                 client_value = h.get("X-Capture-Telemetry")
                 send, _ = self._plan(gen, client_value)
                 if send is not None:
-                    _set_header(headers, "X-Capture-Telemetry" if gen == GEN_QPE else "X-capture-telemetry", send)
+                    _set_header(headers, b"X-Capture-Telemetry" if gen == GEN_QPE else b"X-capture-telemetry",
+                                send.encode(*_ENC))
                     cap.tel = (gen, client_value, send, None)
-        if not self.forwarded_headers:
-            return headers
-        prior = h.get("X-Forwarded-For")
-        headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else (peer or "")))
-        headers.append(("X-Forwarded-Proto", h.get("X-Forwarded-Proto") or request.scheme))
-        if host := (h.get("X-Forwarded-Host") or h.get("Host")):
-            headers.append(("X-Forwarded-Host", host))
-        return headers
+        if self.forwarded_headers:
+            prior = h.get("X-Forwarded-For")
+            headers.append((b"X-Forwarded-For", (f"{prior}, {peer}" if prior else (peer or "")).encode(*_ENC)))
+            headers.append((b"X-Forwarded-Proto", (h.get("X-Forwarded-Proto") or request.scheme).encode(*_ENC)))
+            if host := (h.get("X-Forwarded-Host") or h.get("Host")):
+                headers.append((b"X-Forwarded-Host", host.encode(*_ENC)))
+        if chunked:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        parts = [request.method.encode(), b" ", self._prefix, request.raw_path.encode(*_ENC), b" HTTP/1.1\r\n"]
+        if not self.preserve_host:
+            parts.append(self._host_line)
+        for k, v in headers:
+            parts += (k, b": ", v, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         t0 = _perf()
@@ -330,7 +310,6 @@ class Proxy:
         peer = request.remote
         cap = RawCapture(_wall(), t0, request.method, request.raw_path, f"{v.major}.{v.minor}",
                          peer, self.upstream, request.raw_headers)
-        _current.set(cap)
         self.in_flight = n = self.in_flight + 1
         cap.inflight = n
         if n > self.high_water:
@@ -351,22 +330,21 @@ class Proxy:
             self.recorder.submit(cap)
 
     async def _forward(self, request: web.BaseRequest, cap: RawCapture, peer: str | None) -> web.StreamResponse:
-        assert self.session is not None
-        data: Any = None
+        pool = self.pool
+        assert pool is not None
+        data: bytes | None = None
+        stream: AsyncIterator[bytes] | None = None
         clen = request.content_length
         if clen is not None and clen <= WHOLE_BODY_MAX:
             if clen:
                 data = await request.read()
                 cap.req_body, cap.req_size, cap.req_sha256, cap.req_truncated = keep_whole(data, self.body_limit)
         elif request.body_exists:
-            data = self._tee_request(request, cap)
-
+            stream = self._tee_request(request, cap)
+        chunked = stream is not None and clen is None
         try:
-            resp = await self.session.request(
-                request.method, URL(self.upstream + request.raw_path, encoded=True),
-                headers=self._upstream_headers(request, peer, cap), data=data,
-                allow_redirects=False, compress=None, chunked=None,
-            )
+            resp = await pool.request(request.method, self._request_head(request, peer, cap, chunked),
+                                      data, stream, chunked=chunked)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every upstream failure becomes a clean 502/504
@@ -379,6 +357,7 @@ class Proxy:
             cap.resp_size = len(cap.resp_body)
             cap.t_first_byte = _perf()
             return err
+        cap.t_connected = resp.connected_at
         cap.t_first_byte = _perf()
         try:
             return await self._relay(request, resp, cap)
@@ -395,11 +374,11 @@ class Proxy:
         finally:
             cap.req_body, cap.req_size, cap.req_sha256, cap.req_truncated = tee.result()
 
-    async def _relay(self, request: web.BaseRequest, resp: aiohttp.ClientResponse,
+    async def _relay(self, request: web.BaseRequest, resp: UpstreamResponse,
                      cap: RawCapture) -> web.StreamResponse:
-        cap.status, cap.reason, cap.resp_headers = resp.status, resp.reason or "", resp.raw_headers
-        sent: set[str] = set()
-        headers = filter_headers(resp.headers.items(), names=sent)
+        cap.status, cap.reason, cap.resp_headers = resp.status, resp.reason, resp.raw_headers
+        sent: set[bytes] = set()
+        headers = [(k.decode(*_ENC), v.decode(*_ENC)) for k, v in filter_headers(resp.raw_headers, names=sent)]
         clen = resp.content_length
         whole = clen is not None and clen <= WHOLE_BODY_MAX
         tel = cap.tel
@@ -408,7 +387,7 @@ class Proxy:
         if not whole and self.rewrite_itx_endpoint and request.method == "POST" and resp.status == 200 \
                 and request.path.endswith("/transaction/start"):
             whole = True  # a tiny JSON answer we may need to edit (see rewrite_itx_endpoint)
-        out = _PassthroughResponse(resp.status, resp.reason or "", headers, sent, buffer_headers=whole)
+        out = _PassthroughResponse(resp.status, resp.reason, headers, sent, buffer_headers=whole)
         if clen is not None:
             out.content_length = clen
         if whole or request.method == "HEAD" or resp.status in (204, 304):
@@ -442,10 +421,10 @@ class Proxy:
         cap.t_done = _perf()
         return out
 
-    def _strip_telemetry(self, body: bytes, resp: aiohttp.ClientResponse, cap: RawCapture,
+    def _strip_telemetry(self, body: bytes, resp: UpstreamResponse, cap: RawCapture,
                          tel: tuple[str, str | None, str, int | None]) -> bytes:
         """The body the client would have had without the sidecar's capture tokens."""
-        if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
+        if (resp.header(b"content-encoding") or "identity").lower() != "identity":
             cap.tel = (tel[0], tel[1], tel[2], -1)  # compressed: passed on as sent (recorded)
             return body
         new = strip_extensions(body, self._plan(tel[0], tel[1])[1], tel[0])
@@ -460,7 +439,7 @@ class Proxy:
             return None
         return rewrite_itx_endpoint(body, self.upstream, f"{request.scheme}://{request.host}")
 
-    async def _read_whole(self, resp: aiohttp.ClientResponse, cap: RawCapture) -> bytes:
+    async def _read_whole(self, resp: UpstreamResponse, cap: RawCapture) -> bytes:
         try:
             body = await resp.read()
         except Exception as exc:  # noqa: BLE001
@@ -469,13 +448,13 @@ class Proxy:
         cap.resp_body, cap.resp_size, cap.resp_sha256, cap.resp_truncated = keep_whole(body, self.body_limit)
         return body
 
-    async def _stream_response(self, resp: aiohttp.ClientResponse, out: web.StreamResponse,
+    async def _stream_response(self, resp: UpstreamResponse, out: web.StreamResponse,
                                cap: RawCapture) -> None:
         tee = BodyTee(self.body_limit)
         try:
             while True:
                 try:
-                    chunk = await resp.content.readany()
+                    chunk = await resp.readany()
                 except Exception as exc:  # noqa: BLE001 - upstream died mid-body
                     cap.failure = Failure.UPSTREAM_RESET
                     cap.failure_detail = f"upstream closed mid-response after {tee.size} bytes: {exc!r}"
@@ -485,7 +464,7 @@ class Proxy:
                 tee.feed(chunk)
                 try:
                     await out.write(chunk)
-                except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
+                except ConnectionError as exc:
                     cap.failure = Failure.CLIENT_ABORT
                     cap.failure_detail = f"client went away mid-response after {tee.size} bytes: {exc!r}"
                     raise
@@ -493,7 +472,7 @@ class Proxy:
             cap.resp_body, cap.resp_size, cap.resp_sha256, cap.resp_truncated = tee.result()
 
 
-def _set_header(headers: list[tuple[str, str]], name: str, value: str) -> None:
+def _set_header(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
     """Replace the first header of that name in place (keeping the sender's spelling), or add it."""
     lname = name.lower()
     for i, (k, _) in enumerate(headers):
