@@ -48,7 +48,8 @@ class Redactor:
     params: tuple[str, ...] = DEFAULT_PARAMS
     _param_re: re.Pattern[str] = field(init=False, repr=False)
     _json_re: re.Pattern[str] = field(init=False, repr=False)
-    _triggers: re.Pattern[bytes] = field(init=False, repr=False)
+    _triggers: tuple[bytes, ...] = field(init=False, repr=False)
+    _stems: tuple[bytes, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         names = "|".join(re.escape(p) for p in sorted(set(self.params), key=len, reverse=True))
@@ -64,6 +65,11 @@ class Redactor:
                     *{b'"' + k.lower().encode() + b'"' for k in set(self.headers) | set(self.params)}}
         # a loop of `in` beats one regex alternation of literals ~4x (76 → 18 µs on a 2.6 KB plan body)
         self._triggers = tuple(sorted(literals))
+        # ... and fewer, shorter stems that every trigger contains (`authorization` for both
+        # `"authorization"` and `"proxy-authorization"`): a clean body, the common case,
+        # costs 8 searches instead of 13 (~3 µs of ~8 per 1 KB body)
+        stems = {b"://", b"bearer", b"basic", *{n.lower().encode() for n in set(self.headers) | set(self.params)}}
+        self._stems = tuple(sorted(t for t in stems if not any(o != t and o in t for o in stems)))
         # name=value in query strings and in URLs embedded in bodies (value ends at & " ' space # < >)
         self._param_re = re.compile(
             rf"(?P<pre>(?:^|[?&;\s\"'])(?:{names}))=(?P<val>[^&\s\"'#<>;]*)", re.IGNORECASE
@@ -104,6 +110,11 @@ class Redactor:
         if not data:
             return data
         lowered = data.lower()
+        for stem in self._stems:
+            if stem in lowered:
+                break
+        else:
+            return data
         if not any(t in lowered for t in self._triggers):
             return data
         text = data.decode("utf-8", "surrogateescape")
