@@ -80,6 +80,17 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        # Decoding deferred under backlog: when this many captures are still queued after the
+        # worker took a batch, the batch is stored without its processors (decode, correlate)
+        # and decoded later, when the queue is empty. Storing every exchange undecoded beats
+        # dropping some whole; processors cost ~40 % of the worker's time per exchange.
+        self.late_decode: Callable[[list[Exchange]], None] | None = None
+        self.defer_backlog = 500
+        self.defer_max = 20000  # exchanges held for a late decode; past it they stay undecoded
+        self._deferred: deque[Exchange] = deque()
+        self.decode_deferred = 0
+        self.decoded_late = 0
+        self.undecoded = 0
 
     # ---- loop thread -------------------------------------------------------------------
     def submit(self, raw: RawCapture) -> None:
@@ -148,6 +159,9 @@ class Recorder:
             if batch:
                 self.process(batch)
                 continue
+            if self._deferred:  # idle: catch up on decoding deferred under backlog
+                self._decode_deferred()
+                continue
             if self._stop.is_set():
                 if self._records:
                     self.process([])  # records handed over before the stop are stored too
@@ -183,11 +197,14 @@ class Recorder:
                 self._drop("process_error", 1)
         self._last_tick = time.monotonic()
         extra: list[Any] = []
-        for proc in self.processors:
-            try:
-                extra.extend(proc(exchanges) or ())
-            except Exception as exc:  # noqa: BLE001
-                log.warning("processor %s failed: %r", getattr(proc, "name", proc), exc)
+        if exchanges and self.late_decode is not None and self.queue_depth >= self.defer_backlog:
+            self._defer(exchanges)
+        else:
+            for proc in self.processors:
+                try:
+                    extra.extend(proc(exchanges) or ())
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("processor %s failed: %r", getattr(proc, "name", proc), exc)
         while self._records:
             extra.append(self._records.popleft())
         if self.writer is not None and (exchanges or extra):
@@ -210,12 +227,36 @@ class Recorder:
                 log.debug("sink %s failed: %r", sink.name, exc)
         return exchanges
 
+    def _defer(self, exchanges: list[Exchange]) -> None:
+        self.decode_deferred += len(exchanges)
+        room = max(0, self.defer_max - len(self._deferred))
+        self._deferred.extend(exchanges[:room])
+        self.undecoded += len(exchanges) - min(room, len(exchanges))
+
+    def _decode_deferred(self, limit: int = 500) -> None:
+        """Decode (and rewrite) up to ``limit`` exchanges stored undecoded; worker thread, idle."""
+        batch = []
+        while self._deferred and len(batch) < limit:
+            batch.append(self._deferred.popleft())
+        if not batch or self.late_decode is None:
+            return
+        try:
+            self.late_decode(batch)
+            if self.writer is not None:
+                self.writer.update_decoded(batch)
+            self.decoded_late += len(batch)
+        except Exception as exc:  # noqa: BLE001 - they stay stored, only undecoded
+            self.undecoded += len(batch)
+            log.debug("late decode failed: %r", exc)
+
     def _flush_counters(self) -> None:
         """Persist drop/prune counts (as deltas) so `pdp-observe ls` can say what was lost."""
         if self.writer is None:
             return
         now = {f"dropped.{k}": v for k, v in self.dropped().items()}
         now.update({f"pruned.{k}": v for k, v in self.pruned.items()})
+        if self.undecoded:
+            now["undecoded.busy"] = self.undecoded
         deltas = {k: v - self._flushed.get(k, 0) for k, v in now.items() if v != self._flushed.get(k, 0)}
         if not deltas:
             return

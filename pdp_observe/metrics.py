@@ -45,6 +45,12 @@ class RecorderCollector(Collector):
                                   value=r.stored)
         yield GaugeMetricFamily("pdp_capture_queue_depth", "Captures waiting for the worker",
                                 value=r.queue_depth)
+        yield CounterMetricFamily("pdp_captures_decode_deferred", "Exchanges stored before being "
+                                  "decoded because the worker was behind (decoded once it caught up)",
+                                  value=r.decode_deferred)
+        yield CounterMetricFamily("pdp_captures_undecoded", "Exchanges stored but never decoded "
+                                  "(deferred past the backlog limit, or their late decode failed)",
+                                  value=r.undecoded)
         pruned = CounterMetricFamily("pdp_store_pruned", "Captures removed by retention",
                                      labels=["reason"])
         for reason, n in sorted(r.pruned.items()):

@@ -7,7 +7,7 @@ the request path; a processor that fails costs its own work for that batch, noth
 
 from __future__ import annotations
 
-from .exchange import Exchange
+from .exchange import Exchange, Operation
 from .protocol import decode
 from .transactions import Transaction, TransactionTracker
 
@@ -27,16 +27,32 @@ class DecodeOperations:
     def __call__(self, exchanges: list[Exchange]) -> list[Transaction]:
         touched: dict[int, Transaction] = {}
         for ex in exchanges:
-            rq, rs = ex.request, ex.response
-            resp_body = rs.body.data if rs else None
-            if rs is not None and rs.status < 400 and len(resp_body or b"") > DECODE_RESPONSE_MAX:
-                resp_body = b""
-            ex.operation = op = decode(
-                rq.method, rq.path, rq.headers, rq.body.data,
-                rs.status if rs else None, rs.headers if rs else None, resp_body,
-                truncated=ex.truncated,
-            )
+            op = decode_exchange(ex)
             tx = self.tracker.feed(ex.id, ex.timings.received, ex.timings.done, op)
             if tx is not None and tx.txn:
                 touched[id(tx)] = tx
         return list(touched.values())
+
+    @staticmethod
+    def late(exchanges: list[Exchange]) -> None:
+        """Decode exchanges stored undecoded while the recorder was behind (see hub.Recorder).
+
+        Only the operation: the transaction tracker follows traffic in arrival order, and
+        feeding it exchanges from seconds ago would close or reopen the wrong transactions.
+        """
+        for ex in exchanges:
+            decode_exchange(ex)
+
+
+def decode_exchange(ex: Exchange) -> Operation:
+    """Fill and return ``ex.operation`` from its redacted request and response."""
+    rq, rs = ex.request, ex.response
+    resp_body = rs.body.data if rs else None
+    if rs is not None and rs.status < 400 and len(resp_body or b"") > DECODE_RESPONSE_MAX:
+        resp_body = b""
+    ex.operation = op = decode(
+        rq.method, rq.path, rq.headers, rq.body.data,
+        rs.status if rs else None, rs.headers if rs else None, resp_body,
+        truncated=ex.truncated,
+    )
+    return op

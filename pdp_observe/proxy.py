@@ -49,6 +49,7 @@ _AIOHTTP_DEFAULTS = ((b"server", hdrs.SERVER), (b"date", hdrs.DATE), (b"content-
 _perf = time.perf_counter
 _wall = time.time
 _ENC = ("utf-8", "surrogateescape")  # how aiohttp decoded the request line and headers: undone exactly
+_FORBIDDEN_HEADER_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what aiohttp refuses to write
 
 
 class _PassthroughResponse(web.StreamResponse):
@@ -69,6 +70,29 @@ class _PassthroughResponse(web.StreamResponse):
         for lname, name in _AIOHTTP_DEFAULTS:
             if lname not in self._upstream_sent and name in h:
                 del h[name]
+
+    async def _write_headers(self) -> None:
+        # aiohttp serialises header text as UTF-8 and its C writer silently drops lone
+        # surrogates, which is what upstream bytes that are not UTF-8 (a latin-1 0xE9) decode
+        # to: such a head is serialised here, byte for byte; an all-ASCII one stays aiohttp's.
+        h = self._headers
+        text = self._reason + "".join(h.values())
+        if text.isascii():
+            await super()._write_headers()
+            return
+        if _FORBIDDEN_HEADER_CHARS.search(text) is not None or _FORBIDDEN_HEADER_CHARS.search("".join(h)):
+            raise ValueError("Forbidden control character detected in headers.")
+        request, writer = self._req, self._payload_writer
+        assert request is not None and writer is not None
+        v = request.version
+        parts = [b"HTTP/%d.%d %d " % (v[0], v[1], self._status), self._reason.encode(*_ENC), b"\r\n"]
+        for k, val in h.items():
+            parts += (k.encode(*_ENC), b": ", val.encode(*_ENC), b"\r\n")
+        parts.append(b"\r\n")
+        await writer.write_headers("", {})  # writer state and hooks as aiohttp sets them...
+        writer._headers_buf = b"".join(parts)  # type: ignore[attr-defined]  # ...with our bytes
+        if self._send_headers_immediately:
+            writer.send_headers()
 
 
 def _conn_tokens(value: bytes) -> frozenset[bytes]:

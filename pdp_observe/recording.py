@@ -122,6 +122,7 @@ def build_recording(settings: Settings, *, writer: StoreWriter | None = None,
     )
     decode = DecodeOperations()
     recorder.processors.append(decode)
+    recorder.late_decode = decode.late
 
     scraper = None
     if settings.engine_metrics_url:

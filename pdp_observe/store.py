@@ -116,10 +116,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 LIST_COLUMNS = ("id", "ts", "method", "path", "status", "duration_ms", "req_bytes",
                 "resp_bytes", "failure", "truncated", "protocol", "kind", "model", "action",
                 "fingerprint", "txn", "error_code", "sql_count", "engine_ms", "trace_id")
+_DECODED_COLUMNS = ("record", "protocol", "kind", "model", "action", "fingerprint", "txn", "error_code",
+                    "sql_count", "engine_ms", "trace_id", "sql_text", "error_message")
 _INSERT = ("INSERT INTO exchanges (id, ts, method, path, status, duration_ms, req_bytes, resp_bytes, "
-           "failure, truncated, record, req_body, resp_body, protocol, kind, model, action, "
-           "fingerprint, txn, error_code, sql_count, engine_ms, trace_id, sql_text, error_message) "
+           "failure, truncated, record, req_body, resp_body, " + ", ".join(_DECODED_COLUMNS[1:]) + ") "
            "VALUES (" + ",".join("?" * 25) + ")")
+_UPDATE_DECODED = ("UPDATE exchanges SET " + ", ".join(f"{c} = ?" for c in _DECODED_COLUMNS)
+                   + " WHERE id = ?")
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -206,23 +209,47 @@ class StoreWriter:
 
     def _row(self, ex: Exchange) -> tuple[Any, ...]:
         z = self._pack
-        rec = ex.to_dict()
         resp = ex.response
-        op = ex.operation
+        record, *decoded = self._decoded_cols(ex)
         return (
             ex.id, ex.timings.received, ex.request.method, ex.request.path,
             resp.status if resp else None, ex.timings.duration_ms,
             ex.request.body.size, resp.body.size if resp else None,
-            ex.failure, int(ex.truncated),
-            z(orjson.dumps(rec, option=orjson.OPT_NON_STR_KEYS)),
+            ex.failure, int(ex.truncated), record,
             z(ex.request.body.data) if ex.request.body.data else None,
             z(resp.body.data) if resp and resp.body.data else None,
+            *decoded,
+        )
+
+    def _decoded_cols(self, ex: Exchange) -> tuple[Any, ...]:
+        """The record and the columns decoding fills (also rewritten by :meth:`update_decoded`)."""
+        op = ex.operation
+        return (
+            self._pack(orjson.dumps(ex.to_dict(), option=orjson.OPT_NON_STR_KEYS)),
             *((op.protocol, op.kind, op.model, op.action, op.fingerprint, op.txn, op.error_code,
                len(op.sql)) if op is not None else (None,) * 8),
             ex.engine_ms, ex.trace_id,
             sql_text(op.sql) if op is not None and op.sql else None,
             op.error_message[:ERROR_MESSAGE_MAX] if op is not None and op.error_message else None,
         )
+
+    def update_decoded(self, exchanges: Iterable[Exchange]) -> None:
+        """Rewrite the decoded part of rows stored before they were decoded (one commit).
+
+        Rows pruned in the meantime are simply not found.
+        """
+        rows = [(*self._decoded_cols(ex), ex.id) for ex in exchanges]
+        if not rows:
+            return
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(_UPDATE_DECODED, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def write(self, exchanges: Iterable[Exchange], records: Iterable[Any] = ()) -> int:
         """Insert exchanges and the records processors made beside them, in one commit.

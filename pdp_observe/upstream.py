@@ -227,6 +227,14 @@ class _Conn(asyncio.Protocol):
             d.set_result(None)
 
     # -- llhttp callbacks -------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        resp = self.resp
+        if resp is None or resp._done:
+            # a second answer to one request (or the start of one): it belongs to nobody, and
+            # parsed on it would rewrite the status and headers of the answer being relayed or
+            # poison the connection for the next request; feed_data raises, the conn is dropped
+            raise UpstreamProtocolError("the upstream sent bytes after its answer")
+
     def on_status(self, status: bytes) -> None:
         resp = self.resp
         if resp is not None:
@@ -296,6 +304,7 @@ class _Conn(asyncio.Protocol):
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
+            self.closed = True  # unusable now: connection_lost only runs on a later loop pass
             self.transport.abort()
 
     async def drain(self) -> None:

@@ -101,6 +101,8 @@ def drop_summary(counters: dict[str, int]) -> str | None:
     if pruned:
         parts.append(f"{sum(pruned.values())} pruned by retention ("
                      + ", ".join(f"{k}: {v}" for k, v in sorted(pruned.items())) + ")")
+    if undecoded := counters.get("undecoded.busy"):
+        parts.append(f"{undecoded} stored without their Prisma operation decoded (recorder overloaded)")
     return "; ".join(parts) or None
 
 

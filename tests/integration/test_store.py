@@ -189,3 +189,61 @@ def test_ls_reports_drops_recorded_in_the_file(tmp_path):
     res = run_cli("ls", "--db", str(tmp_path / "c.db"))
     assert "5 captures dropped (disk_full: 2, queue_full: 3)" in res.stderr
     assert "7 pruned by retention (age: 7)" in res.stderr
+
+
+def _engine_capture(i: int) -> RawCapture:
+    """A Prisma engine JSON-protocol findMany (protocols.md A.2) with a per-request value."""
+    body = (b'{"modelName":"User","action":"findMany","query":{"arguments":{"where":{"id":%d}},'
+            b'"selection":{"$scalars":true}}}' % i)
+    cap = raw(i, body=body)
+    cap.path = "/"
+    cap.resp_body = b'{"data":{"findManyUser":[]}}'
+    cap.resp_size = len(cap.resp_body)
+    return cap
+
+
+def test_backlog_stores_every_exchange_and_decodes_it_once_the_worker_catches_up(tmp_path):
+    from pdp_observe.recording import build_recording
+
+    settings = make_settings("http://127.0.0.1:9", tmp_path / "c.db")
+    side = build_recording(settings)
+    rec = side.recorder
+    rec.defer_backlog, rec.defer_max, rec.batch_max = 4, 8, 4
+    for i in range(12):
+        rec.submit(_engine_capture(i))
+    # 12 queued, batches of 4: the first two leave >= 4 behind them, so they are stored undecoded
+    for _ in range(3):
+        rec.process(rec._take_batch())
+    stored = list(StoreReader(settings.db).iter_all())  # every exchange stored
+    assert len(stored) == 12
+    assert rec.decode_deferred == 8 and rec.undecoded == 0
+    undecoded = [r for r in stored if r.model is None]
+    assert len(undecoded) == 8
+    # idle: the deferred ones are decoded and their rows rewritten (columns and record)
+    rec._decode_deferred()
+    again = list(StoreReader(settings.db).iter_all())
+    assert {(r.model, r.action) for r in again} == {("User", "findMany")}
+    ex = StoreReader(settings.db).get(undecoded[0].id)
+    assert ex.operation is not None and ex.operation.fingerprint
+    assert ex.operation.fingerprint == StoreReader(settings.db).get(stored[-1].id).operation.fingerprint
+    assert rec.decoded_late == 8
+    rec.writer.close()
+
+
+def test_deferred_past_the_limit_stay_undecoded_and_ls_says_so(tmp_path):
+    from pdp_observe.recording import build_recording
+
+    settings = make_settings("http://127.0.0.1:9", tmp_path / "c.db")
+    rec = build_recording(settings).recorder
+    rec.defer_backlog, rec.defer_max, rec.batch_max = 1, 3, 5
+    for i in range(10):
+        rec.submit(_engine_capture(i))
+    rec.process(rec._take_batch())  # 5 deferred, room for 3: 2 stay undecoded
+    assert (rec.decode_deferred, rec.undecoded) == (5, 2)
+    rec.process(rec._take_batch())  # nothing left behind it: decoded now
+    rec._decode_deferred()
+    rec._flush_counters()
+    rec.writer.close()
+    assert sum(r.model is None for r in StoreReader(settings.db).iter_all()) == 2
+    res = run_cli("ls", "--db", settings.db)
+    assert "2 stored without their Prisma operation decoded" in res.stderr
