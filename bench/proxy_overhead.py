@@ -819,6 +819,7 @@ def profile_b(bench: Bench, s: Subject, out: Path, seconds: int, subprocesses: b
     raw = out.with_suffix(".collapsed.txt")
     argv = ["taskset", "-c", str(WRK_CPU), pyspy, "record", "--pid", str(s.pid), "--rate", "200",
             "--duration", str(seconds), "--nonblocking", *(["--subprocesses"] if subprocesses else []),
+            *(["--gil"] if bench.args.profile_gil else []),
             "--format", "raw", "-o", str(raw)]
     log(f"profiling {s.key} with py-spy for {seconds}s during a 32-conn run -> {raw}")
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -965,6 +966,8 @@ def main() -> int:
                     "writes a top-functions summary here and the collapsed stacks beside it")
     ap.add_argument("--profile-seconds", type=int, default=10)
     ap.add_argument("--profile-subject", default="B", help="which subject --profile samples (default B)")
+    ap.add_argument("--profile-gil", action="store_true",
+                    help="sample only threads holding the GIL (what a thread waiting for it costs is not CPU)")
     ap.add_argument("--profile-main-only", action="store_true",
                     help="sample only the forwarding process, not its recorder child")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, db) for inspection")

@@ -145,23 +145,6 @@ def new_id() -> str:
     return "%016x" % _random.getrandbits(64)
 
 
-def decode_headers(raw: Any) -> list[tuple[str, str]]:
-    """aiohttp raw header pairs → str pairs. latin-1 round-trips any byte (RFC 9110 §5.5)."""
-    out = []
-    for k, v in raw:
-        out.append((k.decode("latin-1") if isinstance(k, bytes) else k,
-                    v.decode("latin-1") if isinstance(v, bytes) else v))
-    return out
-
-
-def header(pairs: list[tuple[str, str]], name: str) -> str | None:
-    lname = name.lower()
-    for k, v in pairs:
-        if k.lower() == lname:
-            return v
-    return None
-
-
 def decode_content(data: bytes, encoding: str | None, limit: int) -> tuple[bytes, str | None]:
     """Undo gzip/deflate/br for storage; a truncated stream decodes as far as it goes.
 
@@ -193,8 +176,8 @@ def decode_content(data: bytes, encoding: str | None, limit: int) -> tuple[bytes
 
 
 def _body(data: bytes, size: int, sha: str | None, truncated: bool,
-          headers: list[tuple[str, str]], redactor: Redactor, limit: int) -> Body:
-    encoding = header(headers, "content-encoding")
+          raw_headers: Any, redactor: Redactor, limit: int) -> Body:
+    encoding = _content_encoding(raw_headers)
     decoded, err = decode_content(data, encoding, limit)
     return Body(
         data=redactor.body(decoded),
@@ -206,27 +189,33 @@ def _body(data: bytes, size: int, sha: str | None, truncated: bool,
     )
 
 
+def _content_encoding(raw: Any) -> str | None:
+    """From the headers as captured (before redaction: a user may redact any header)."""
+    for k, v in raw:
+        if len(k) == 16 and k.lower() in (b"content-encoding", "content-encoding"):
+            return v.decode("latin-1") if isinstance(v, bytes) else v
+    return None
+
+
 def build_exchange(raw: RawCapture, redactor: Redactor, body_limit: int) -> Exchange:
     """Turn a hot-path record into the redacted :class:`Exchange` every sink consumes."""
     base = raw.t0
-    req_headers = decode_headers(raw.req_headers)
     request = Request(
         method=raw.method,
         path=redactor.text(raw.path),
-        headers=redactor.header_pairs(req_headers),
+        headers=redactor.raw_header_pairs(raw.req_headers),
         body=_body(raw.req_body, raw.req_size, raw.req_sha256, raw.req_truncated,
-                   req_headers, redactor, body_limit),
+                   raw.req_headers, redactor, body_limit),
         http_version=raw.version,
     )
     response = None
     if raw.status is not None:
-        resp_headers = decode_headers(raw.resp_headers)
         response = Response(
             status=raw.status,
             reason=raw.reason,
-            headers=redactor.header_pairs(resp_headers),
+            headers=redactor.raw_header_pairs(raw.resp_headers),
             body=_body(raw.resp_body, raw.resp_size, raw.resp_sha256, raw.resp_truncated,
-                       resp_headers, redactor, body_limit),
+                       raw.resp_headers, redactor, body_limit),
         )
 
     def at(t: float | None) -> float | None:

@@ -158,7 +158,7 @@ class Settings:
                                    "the full size and sha256 are always kept.", parse=parse_size,
                                    metavar="SIZE")
     max_db_size: int = _opt(1024**3, "Prune the oldest captures when the store grows past this "
-                            "('0' = no limit).", parse=parse_size, metavar="SIZE")
+                            "('0' = no limit; its write-ahead log adds up to 64MiB beside it).", parse=parse_size, metavar="SIZE")
     max_age: float = _opt(7 * 86400.0, "Prune captures older than this ('0' = keep forever).",
                           parse=parse_duration, metavar="DURATION")
     queue_max: int = _opt(10000, "Most exchanges waiting to be written; past it captures are "

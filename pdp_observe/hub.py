@@ -29,6 +29,16 @@ Processor = Callable[[list[Exchange]], "list[Any] | None"]
 """Fills fields on a batch's exchanges; may return extra records (transactions) to store."""
 
 
+class _Packed:
+    """Captures as they came through the pipe, with the counts the queue bounds need."""
+
+    __slots__ = ("packed", "count", "body_bytes", "unpack")
+
+    def __init__(self, packed: bytes, count: int, body_bytes: int,
+                 unpack: Callable[[bytes], list[RawCapture]]) -> None:
+        self.packed, self.count, self.body_bytes, self.unpack = packed, count, body_bytes, unpack
+
+
 class Sink(Protocol):
     name: str
 
@@ -54,7 +64,7 @@ class Recorder:
         self.idle_wait = idle_wait
         self.processors: list[Processor] = []
         self.sinks: list[Sink] = []
-        self._q: deque[RawCapture] = deque()
+        self._q: deque[RawCapture | _Packed] = deque()
         # loop-thread-owned
         self._in_count = 0
         self._in_bytes = 0
@@ -93,6 +103,18 @@ class Recorder:
         self.undecoded = 0
 
     # ---- loop thread -------------------------------------------------------------------
+    def submit_packed(self, packed: bytes, count: int, body_bytes: int,
+                      unpack: Callable[[bytes], list[RawCapture]]) -> None:
+        """A batch of captures still packed (the recorder process's pipe frames): admitted or
+        dropped whole against the same bounds as :meth:`submit`, unpacked by the worker."""
+        if (self._in_count - self._out_count + count > self.queue_max
+                or self._in_bytes - self._out_bytes + body_bytes > self.queue_max_bytes):
+            self.dropped_queue_full += count
+            return
+        self._in_count += count
+        self._in_bytes += body_bytes
+        self._q.append(_Packed(packed, count, body_bytes, unpack))
+
     def submit(self, raw: RawCapture) -> None:
         """Hot path: O(1), never blocks, never raises."""
         size = len(raw.req_body) + len(raw.resp_body)
@@ -173,14 +195,26 @@ class Recorder:
 
     def _take_batch(self) -> list[RawCapture]:
         q, batch = self._q, []
+        out_count = out_bytes = 0
         try:
             while len(batch) < self.batch_max:
-                batch.append(q.popleft())
+                item = q.popleft()
+                if type(item) is _Packed:
+                    out_count += item.count
+                    out_bytes += item.body_bytes
+                    try:
+                        batch.extend(item.unpack(item.packed))
+                    except Exception as exc:  # noqa: BLE001 - a bad frame costs its captures only
+                        log.warning("could not unpack %d captures: %r", item.count, exc)
+                        self._drop("process_error", item.count)
+                else:
+                    out_count += 1
+                    out_bytes += len(item.req_body) + len(item.resp_body)
+                    batch.append(item)
         except IndexError:
             pass
-        if batch:
-            self._out_bytes += sum(len(r.req_body) + len(r.resp_body) for r in batch)
-            self._out_count += len(batch)
+        self._out_bytes += out_bytes
+        self._out_count += out_count
         return batch
 
     def _drop(self, reason: str, n: int) -> None:

@@ -7,7 +7,10 @@ interval. The proxy process therefore only batches its raw captures (every few m
 the batch once and writes it to the recorder's stdin through a non-blocking pipe transport.
 
 Frames: one type byte, a 4-byte big-endian length, the payload.
-``C`` = pickled list of :meth:`RawCapture.to_tuple` (proxy → recorder);
+``C`` = capture count (4 bytes) and body bytes (8 bytes), big-endian, then the pickled list of
+:meth:`RawCapture.to_tuple` (proxy → recorder). The counts let the recorder admit or drop a
+frame against its queue bounds without unpickling it: unpickling happens in its worker,
+right before the captures are used (while they are still in the CPU's cache);
 ``S`` = JSON stats of the proxy process (in-flight requests, its own drop counts).
 """
 
@@ -17,6 +20,7 @@ import asyncio
 import json
 import logging
 import pickle
+import struct
 from typing import Any, Callable
 
 from .capture import RawCapture
@@ -26,6 +30,7 @@ log = logging.getLogger("pdp_observe.link")
 FRAME_CAPTURES = b"C"
 FRAME_STATS = b"S"
 _HEADER = 5
+_COUNTS = struct.Struct(">IQ")
 
 
 def frame(kind: bytes, payload: bytes) -> bytes:
@@ -59,8 +64,22 @@ class FrameReader(asyncio.Protocol):
         self._on_eof()
 
 
-def decode_captures(payload: bytes) -> list[RawCapture]:
-    return [RawCapture.from_tuple(t) for t in pickle.loads(payload)]  # noqa: S301 - our own parent
+def capture_frame(batch: list[RawCapture]) -> bytes:
+    """A ``C`` frame: counts, then the pickled captures."""
+    body_bytes = sum(len(r.req_body) + len(r.resp_body) for r in batch)
+    payload = _COUNTS.pack(len(batch), body_bytes) + pickle.dumps([r.to_tuple() for r in batch], protocol=5)
+    return frame(FRAME_CAPTURES, payload)
+
+
+def split_captures(payload: bytes) -> tuple[int, int, bytes]:
+    """A ``C`` frame's payload → (capture count, body bytes, packed captures)."""
+    count, body_bytes = _COUNTS.unpack_from(payload)
+    return count, body_bytes, payload[_COUNTS.size:]
+
+
+def decode_captures(packed: bytes) -> list[RawCapture]:
+    """Packed captures (the part of a ``C`` payload after the counts) → captures."""
+    return [RawCapture.from_tuple(t) for t in pickle.loads(packed)]  # noqa: S301 - our own parent
 
 
 class RecorderLink:
@@ -108,7 +127,7 @@ class RecorderLink:
             self.dropped["recorder_down"] = self.dropped.get("recorder_down", 0) + len(batch)
             return
         try:
-            t.write(frame(FRAME_CAPTURES, pickle.dumps([r.to_tuple() for r in batch], protocol=5)))
+            t.write(capture_frame(batch))
             self.sent += len(batch)
         except Exception as exc:  # noqa: BLE001 - a broken pipe costs captures, not traffic
             self.dropped["recorder_down"] = self.dropped.get("recorder_down", 0) + len(batch)

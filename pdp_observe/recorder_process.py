@@ -11,6 +11,7 @@ drain what it holds and exit: it never outlives the proxy.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import signal
 import sys
 
 from .config import Settings, parse_cpus
-from .link import FRAME_CAPTURES, FRAME_STATS, FrameReader, decode_captures
+from .link import FRAME_CAPTURES, FRAME_STATS, FrameReader, decode_captures, split_captures
 from .recording import build_recording
 
 log = logging.getLogger("pdp_observe.recorder")
@@ -29,6 +30,7 @@ async def serve(settings: Settings) -> int:
                           in_flight_list=lambda: recorder.remote_active,
                           high_water=lambda: recorder.remote_high_water)
     recorder = rec.recorder
+    tune_gc()
     recorder.start()
     await rec.start_services()
 
@@ -45,8 +47,8 @@ async def serve(settings: Settings) -> int:
     def on_frame(kind: bytes, payload: bytes) -> None:
         try:
             if kind == FRAME_CAPTURES:
-                for raw in decode_captures(payload):
-                    recorder.submit(raw)
+                count, body_bytes, packed = split_captures(payload)
+                recorder.submit_packed(packed, count, body_bytes, decode_captures)
             elif kind == FRAME_STATS:
                 recorder.add_remote(json.loads(payload))
         except Exception as exc:  # noqa: BLE001 - a bad frame costs that frame only
@@ -67,6 +69,24 @@ async def serve(settings: Settings) -> int:
         if dropped:
             log.warning("captures dropped this run: %s", ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())))
     return 0
+
+
+GC_THRESHOLD = (50_000, 20, 100)
+"""Young-generation collections every 50,000 allocations instead of 700.
+
+The worker allocates ~30 objects per exchange (the exchange, its bodies, header lists, the
+stored row) and almost none of them form cycles, yet at the default threshold the collector
+ran every ~25 exchanges and promoted batches into the older generations, whose collections
+walk every live object: ~10 µs of the ~85 µs per exchange at 200k stored rows. Cycles are
+still collected, just in fewer, larger passes."""
+
+
+def tune_gc() -> None:
+    """Raise the collection thresholds and move what startup built out of the collector's
+    sight (``gc.freeze``): settings, modules and caches live as long as the process."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def main() -> int:

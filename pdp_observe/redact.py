@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
 DEFAULT_PARAMS = ("api_key", "apikey", "token")
@@ -22,6 +23,9 @@ _URL_CREDENTIALS = re.compile(
 )
 # Credentials that leak into bodies (an echoed header, an error message quoting a request).
 _BEARER = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+(?P<token>[A-Za-z0-9._~+/=-]{4,})", re.IGNORECASE)
+
+
+_MEMO_MAX = 1024
 
 
 def fingerprint(value: str | bytes) -> str:
@@ -50,8 +54,12 @@ class Redactor:
     _json_re: re.Pattern[str] = field(init=False, repr=False)
     _triggers: tuple[bytes, ...] = field(init=False, repr=False)
     _stems: tuple[bytes, ...] = field(init=False, repr=False)
+    _names: dict[Any, tuple[str, bool]] = field(init=False, repr=False, compare=False)
+    _masked: dict[tuple[str, str], str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._names = {}
+        self._masked = {}
         names = "|".join(re.escape(p) for p in sorted(set(self.params), key=len, reverse=True))
         # A secret header or parameter quoted in a JSON body, as a key ("api_key": "...") or as
         # a [name, value] pair (an echoed header list, an error quoting the request).
@@ -84,6 +92,33 @@ class Redactor:
 
     def header_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         return [(k, self.header_value(k, v)) for k, v in pairs]
+
+    def raw_header_pairs(self, raw: Any) -> list[tuple[str, str]]:
+        """Header pairs as captured (bytes or str) → redacted str pairs (latin-1, RFC 9110 §5.5).
+
+        Per exchange this ran a call and a ``lower()`` per header; header names repeat across
+        requests, and so does a client's secret (its token, masked with a sha256), so both
+        are memoised (bounded: unusual names or many keys just clear the memo).
+        """
+        names, out = self._names, []
+        for k, v in raw:
+            known = names.get(k)
+            if known is None:
+                ks = k.decode("latin-1") if isinstance(k, bytes) else k
+                if len(names) >= _MEMO_MAX:
+                    names.clear()
+                known = names[k] = (ks, ks.lower() in self.headers)
+            ks, secret = known
+            vs = v.decode("latin-1") if isinstance(v, bytes) else v
+            if secret:
+                masked = self._masked.get((ks, vs))
+                if masked is None:
+                    if len(self._masked) >= _MEMO_MAX:
+                        self._masked.clear()
+                    masked = self._masked[(ks, vs)] = self.header_value(ks, vs)
+                vs = masked
+            out.append((ks, vs))
+        return out
 
     def header_value(self, name: str, value: str) -> str:
         if name.lower() not in self.headers:

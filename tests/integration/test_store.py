@@ -247,3 +247,35 @@ def test_deferred_past_the_limit_stay_undecoded_and_ls_says_so(tmp_path):
     assert sum(r.model is None for r in StoreReader(settings.db).iter_all()) == 2
     res = run_cli("ls", "--db", settings.db)
     assert "2 stored without their Prisma operation decoded" in res.stderr
+
+
+def test_packed_frames_are_bounded_whole_and_unpacked_by_the_worker(tmp_path):
+    """The recorder process queues pipe frames still pickled: the queue bounds apply to the
+    counts the frame declares, a frame that does not fit is dropped whole (counted), a
+    frame that cannot be unpacked costs its own captures, and the rest is stored."""
+    from pdp_observe.link import capture_frame, decode_captures, split_captures
+
+    w = StoreWriter(str(tmp_path / "p.db"))
+    rec = Recorder(w, redactor=Redactor(), body_limit=1 << 20, queue_max=25)
+
+    def submit(batch: list[RawCapture]) -> None:
+        payload = capture_frame(batch)[5:]  # past the frame header, as FrameReader hands it on
+        count, body_bytes, packed = split_captures(payload)
+        assert (count, body_bytes) == (len(batch), sum(len(r.req_body) + len(r.resp_body) for r in batch))
+        rec.submit_packed(packed, count, body_bytes, decode_captures)
+
+    submit([raw(i) for i in range(10)])
+    submit([raw(i) for i in range(10, 20)])
+    submit([raw(i) for i in range(20, 30)])  # 20 + 10 > 25: dropped whole
+    rec.submit_packed(b"not a pickle", 3, 30, decode_captures)  # fits (23), cannot be unpacked
+    assert rec.queue_depth == 23 and rec.dropped() == {"queue_full": 10}
+    rec.batch_max = 15
+    stored = []
+    while batch := rec._take_batch():
+        stored += rec.process(batch)
+    assert rec.queue_depth == 0
+    assert sorted(int(ex.request.path.split("=")[1]) for ex in stored) == list(range(20))
+    assert rec.dropped() == {"queue_full": 10, "process_error": 3}
+    rec.stop()
+    reader = StoreReader(str(tmp_path / "p.db"))
+    assert reader.count() == 20
