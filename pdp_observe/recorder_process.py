@@ -96,7 +96,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the proxy decides
     if settings.recorder_cpus:
         os.sched_setaffinity(0, parse_cpus(settings.recorder_cpus))
-    if settings.recorder_nice:
+    if settings.recorder_idle:
+        # before any thread exists: threads inherit the policy. A waking proxy preempts us at once.
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif settings.recorder_nice:
         os.nice(settings.recorder_nice)  # recording yields to forwarding when CPU is short
     try:
         import uvloop  # noqa: PLC0415

@@ -1,4 +1,4 @@
-from pdp_observe.redact import Redactor, fingerprint
+from pdp_observe.redact import Redactor, fingerprint, mask
 
 
 def test_headers_keep_scheme_and_fingerprint():
@@ -39,3 +39,23 @@ def test_secret_names_quoted_in_json_bodies():
     out = r.text('{"headers": [["Cookie", "s=1"], ["X-Api-Secret", "v\\"2"]], "api_key": "k3", "name": "ok"}')
     assert "s=1" not in out and 'v\\"2' not in out and "k3" not in out
     assert '"name": "ok"' in out and '["Cookie", "[REDACTED:' in out
+
+
+def test_raw_header_pairs_memo_keeps_every_secret_apart():
+    """Captured header pairs (bytes) are decoded and redacted through a bounded memo: two
+    tokens stay two fingerprints, a custom secret header is masked, latin-1 bytes survive,
+    and past the memo's bound results stay the same."""
+    r = Redactor.with_extra(headers=["X-Api-Secret"])
+    a = r.raw_header_pairs([(b"Authorization", b"Bearer token-one"), (b"X-Api-Secret", b"s3cr3t"),
+                            (b"Accept", b"caf\xe9"), (b"content-encoding", b"gzip")])
+    b = r.raw_header_pairs([(b"authorization", b"Bearer token-two")])
+    assert a[0] == ("Authorization", f"Bearer {mask('token-one')}")
+    assert a[1] == ("X-Api-Secret", mask("s3cr3t"))
+    assert a[2:] == [("Accept", "café"), ("content-encoding", "gzip")]
+    assert b[0][1] != a[0][1] and "token-two" not in b[0][1]
+    for i in range(3000):  # many distinct names and tokens: the memo clears, results do not change
+        assert r.raw_header_pairs([(f"X-{i}".encode(), b"v"), (b"Authorization", f"Bearer t{i}".encode())]) == [
+            (f"X-{i}", "v"), ("Authorization", f"Bearer {mask(f't{i}')}")]
+    assert len(r._names) <= 1024 and len(r._masked) <= 1024
+    assert r.raw_header_pairs([(b"Authorization", b"Bearer token-one")]) == [a[0]]
+    assert r.raw_header_pairs([("Authorization", "Bearer token-one")]) == [a[0]]  # str pairs too
