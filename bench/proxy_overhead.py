@@ -859,19 +859,17 @@ def profile_b(bench: Bench, s: Subject, out: Path, seconds: int, subprocesses: b
 
 # --------------------------------------------------------------------------- main
 
-LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder process SCHED_IDLE on cores 0-1)",
-          "B0": "pdp_observe, recording (recorder process niced +10 on core 0)",
+LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder process on core 0)",
+          "Bidle": "pdp_observe, recording (recorder process SCHED_IDLE on cores 0-1)",
           "B1": "pdp_observe, recording, all on core 1", "Bi": "pdp_observe, inline recorder thread",
           "C": "bare aiohttp", "Cuv": "bare aiohttp + uvloop", "N": "nginx proxy, access log"}
-# pdp_observe variants. B: the default recorder process (SCHED_IDLE: it only runs when nothing
-# else wants a core) allowed on both cores, so it takes the idle time left beside wrk and the
-# engine on core 0 and beside the forwarding process on core 1, which stays alone at normal
-# priority on its core (what "recording costs the hot path nothing" means on 2 cores).
-# B0: the recorder pinned beside wrk and the engine only, niced +10 (the setup before
-# 2026-11-21 evening). B1: the recorder process inherits the proxy's core (all pdp_observe CPU
-# on one core). Bi: --recorder inline (one process, a worker thread).
-B_VARIANTS = {"B": ["--recorder-cpus", f"{WRK_CPU},{PROXY_CPU}"],
-              "B0": ["--recorder-cpus", str(WRK_CPU), "--no-recorder-idle"],
+# pdp_observe variants. B: the default recorder process placed beside wrk and the engine, so
+# the proxy's core runs only the hot path (what "recording costs the hot path nothing" means
+# on 2 cores). Bidle: the recorder SCHED_IDLE on both cores (takes the idle time beside the
+# proxy too). B1: the recorder process inherits the proxy's core (all pdp_observe CPU on one
+# core). Bi: --recorder inline (one process, a worker thread).
+B_VARIANTS = {"B": ["--recorder-cpus", str(WRK_CPU)],
+              "Bidle": ["--recorder-cpus", f"{WRK_CPU},{PROXY_CPU}", "--recorder-idle"],
               "B1": [], "Bi": ["--recorder", "inline"],
               "Br": ["--recorder-cpus", str(WRK_CPU), "--no-capture-telemetry", "--no-propagate-trace"],
               "Bt": ["--recorder-cpus", str(WRK_CPU), "--engine-metrics-url", "@ENGINE@/metrics"],

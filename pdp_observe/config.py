@@ -171,14 +171,13 @@ class Settings:
                          "'inline' (a thread in the proxy process).", parse=parse_recorder, metavar="MODE")
     recorder_cpus: str = _opt("", "CPUs for the recorder process (taskset syntax, e.g. 0 or 0-3); "
                               "default: those of the proxy.", metavar="CPUS")
-    recorder_nice: int = _opt(10, "With --no-recorder-idle: niceness added to the recorder process, so "
-                              "that when CPU is short forwarding wins over recording (0 = same priority).",
+    recorder_nice: int = _opt(10, "Scheduling niceness added to the recorder process: when CPU is "
+                              "short, forwarding traffic wins over recording it (0 = same priority).",
                               parse=int, metavar="N")
-    recorder_idle: bool = _opt(True, "Run the recorder process under the SCHED_IDLE policy: it only "
-                               "gets CPU time nothing else on the machine wants, so it may share the "
-                               "proxy's cores without delaying forwarding (captures it cannot keep up "
-                               "with are dropped and counted). --no-recorder-idle: niced by "
-                               "--recorder-nice instead.")
+    recorder_idle: bool = _opt(False, "Run the recorder process under the SCHED_IDLE policy instead of "
+                               "niced: it only gets CPU time nothing else on the machine wants, so it "
+                               "may share the proxy's cores (captures it cannot keep up with are dropped "
+                               "and counted). Measured on 2 cores: stores no more, adds ~0.08 ms p50.")
     redact_header: list[str] = _opt([], "Extra header name to redact (repeatable; "
                                     "Authorization, Proxy-Authorization, Cookie, Set-Cookie always are).",
                                     parse=parse_list, metavar="NAME", repeat=True)

@@ -105,17 +105,17 @@ async def test_ctrl_c_to_the_group_drains_every_capture(upstream, proxy_process,
 
 
 async def test_recorder_yields_cpu_to_forwarding(upstream, proxy_process, tmp_path):
-    """By default the recorder (every thread of it) runs SCHED_IDLE, the forwarding process
-    normally; with --no-recorder-idle it is niced +10 instead."""
+    """By default the recorder is niced +10; with --recorder-idle every thread of it runs
+    SCHED_IDLE while the forwarding process stays a normal one."""
     proxy = proxy_process(upstream[0], tmp_path / "c.db")
     child = (await wait_health(proxy.admin_port))["recorder_pid"]
+    nice = lambda pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])  # noqa: E731
+    assert os.sched_getscheduler(child) == os.SCHED_OTHER
+    assert nice(child) == nice(proxy.proc.pid) + 10
+
+    idle = proxy_process(upstream[0], tmp_path / "d.db", "--recorder-idle")
+    child = (await wait_health(idle.admin_port))["recorder_pid"]
     threads = os.listdir(f"/proc/{child}/task")
     assert len(threads) >= 2  # the event loop and the capture worker at least
     assert {os.sched_getscheduler(int(t)) for t in threads} == {os.SCHED_IDLE}
-    assert os.sched_getscheduler(proxy.proc.pid) == os.SCHED_OTHER
-
-    other = proxy_process(upstream[0], tmp_path / "d.db", "--no-recorder-idle")
-    child = (await wait_health(other.admin_port))["recorder_pid"]
-    nice = lambda pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])  # noqa: E731
-    assert os.sched_getscheduler(child) == os.SCHED_OTHER
-    assert nice(child) == nice(other.proc.pid) + 10
+    assert os.sched_getscheduler(idle.proc.pid) == os.SCHED_OTHER
