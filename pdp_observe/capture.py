@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import operator
-import random
 import zlib
 from typing import Any
 
-from .exchange import Body, Exchange, Request, Response, Timings
+from .exchange import Body, Exchange, Request, Response, Timings, new_id
 from .redact import Redactor
 
 try:  # brotli is a declared dependency; keep decoding optional so a missing wheel costs only br bodies
@@ -135,14 +134,6 @@ class BodyTee:
     def result(self) -> tuple[bytes, int, str | None, bool]:
         sha = self._hash.hexdigest() if self._hash is not None else None
         return b"".join(self.parts), self.size, sha, self.size > self.held
-
-
-_random = random.Random()  # ids need uniqueness, not secrecy: no syscall per exchange
-
-
-def new_id() -> str:
-    """16 hex digits, random: short prefixes are unique enough to type (``show 3fa1``)."""
-    return "%016x" % _random.getrandbits(64)
 
 
 def decode_content(data: bytes, encoding: str | None, limit: int) -> tuple[bytes, str | None]:

@@ -80,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "'model:User ms:>250 -is:error' (language below; ANDed with the flags above)")
 
     p = sub.add_parser("show", help="show one exchange: headers (redacted) and bodies",
-                       description="Show one exchange in full. Any unique prefix of its id works.")
+                       description="Show one exchange in full. The ID column of `ls` (the id's last digits), "
+                       "the whole id or any unique prefix of it works.")
     _db_arg(p)
-    p.add_argument("id", help="exchange id or a unique prefix of it (as `ls` prints)")
+    p.add_argument("id", help="exchange id as `ls` prints it, the whole id, or a unique prefix")
     p.add_argument("--json", action="store_true", help="the exchange as one JSON object")
 
     p = sub.add_parser("tui", help="live terminal UI: attach to a running sidecar, or open a capture file",

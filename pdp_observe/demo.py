@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .config import Settings
+from .exchange import short_id
 from .sidecar import Sidecar, start_sidecar
 from .store import StoreReader
 from .views import drop_summary, show, table
@@ -101,7 +102,7 @@ class Demo:
                           f"{(t['duration_ms'] or 0):.1f} ms", file=self.out)
             failed = next((r for r in rows if r.error_code), None)
             if failed is not None:
-                print(f"\n$ pdp-observe show --db {self.db} {failed.id[:8]}   # the failing request, decoded",
+                print(f"\n$ pdp-observe show --db {self.db} {short_id(failed.id)}   # the failing request, decoded",
                       file=self.out)
                 shown = show(reader.get(failed.id)).splitlines()
                 end = next((i for i, line in enumerate(shown) if line.startswith("> ")), len(shown))

@@ -33,7 +33,7 @@ import orjson
 
 from .exchange import Exchange, operation_from_dict
 from .filterlang import compile_filter
-from .store import LIST_COLUMNS, ListRow, StoreReader, unpack
+from .store import LIST_COLUMNS, ListRow, StoreReader, ambiguous_message, match_ids, unpack
 from .views import drop_summary, row_json
 
 SORTS: dict[str, str] = {
@@ -288,16 +288,12 @@ class Query:
     # ---- one exchange ----------------------------------------------------------------
     def resolve(self, id_or_prefix: str) -> str:
         """Full exchange id; LookupError when none matches, ValueError when not an id or ambiguous."""
-        p = (id_or_prefix or "").strip().lower()
-        if not p or any(c not in "0123456789abcdef" for c in p):
-            raise ValueError(f"{id_or_prefix!r} is not an exchange id (hex digits, as `ls` shows)")
-        ids = [i for (i,) in self._reader().conn.execute(
-            "SELECT id FROM exchanges WHERE id >= ? AND id < ? LIMIT 6", (p, p + "g"))]
+        ids = match_ids(self._reader().conn, id_or_prefix)
         if not ids:
             raise LookupError(f"no exchange with id {id_or_prefix!r} in {self.path}")
-        if len(ids) > 1 and p not in ids:
-            raise ValueError(f"id prefix {id_or_prefix!r} is ambiguous ({', '.join(ids[:5])}...): type more digits")
-        return p if p in ids else ids[0]
+        if len(ids) > 1:
+            raise ValueError(ambiguous_message(id_or_prefix, ids))
+        return ids[0]
 
     def load(self, id_or_prefix: str) -> Exchange:
         """The stored :class:`Exchange` (bodies included), e.g. to replay it."""

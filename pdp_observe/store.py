@@ -134,6 +134,32 @@ def unpack(blob: bytes, zd: zstandard.ZstdDecompressor) -> bytes:
     return zd.decompress(blob) if blob[:4] == _ZSTD_MAGIC else blob
 
 
+def match_ids(conn: sqlite3.Connection, typed: str, limit: int = 6) -> list[str]:
+    """The exchange ids a typed reference names: the whole id, a prefix of it, or its last
+    digits (what tables print, see :func:`pdp_observe.exchange.short_id`).
+
+    Ids are time-ordered, so their first digits are shared by everything recorded in the same
+    seconds and the last ones tell exchanges apart. A prefix is an index range; a suffix scans
+    the id index (~80 ms per million rows), which only a typed short id pays.
+    ``ValueError`` when the text cannot be an id.
+    """
+    p = (typed or "").strip().lower()
+    if not p or any(c not in "0123456789abcdef" for c in p):
+        raise ValueError(f"{typed!r} is not an exchange id (hex digits, as `ls` shows)")
+    if conn.execute("SELECT 1 FROM exchanges WHERE id = ?", (p,)).fetchone():
+        return [p]
+    ids = [i for (i,) in conn.execute(
+        "SELECT id FROM exchanges WHERE id >= ? AND id < ? LIMIT ?", (p, p + "g", limit))]
+    for (i,) in conn.execute("SELECT id FROM exchanges WHERE id GLOB ? LIMIT ?", ("*" + p, limit)):
+        if i not in ids:
+            ids.append(i)
+    return ids
+
+
+def ambiguous_message(typed: str, ids: list[str]) -> str:
+    return f"id {typed!r} is ambiguous ({', '.join(ids[:5])}...): type more digits"
+
+
 class StoreError(Exception):
     """A store problem a person can act on (missing file, newer schema, ...)."""
 
@@ -562,16 +588,15 @@ class StoreReader:
         return dict(self.conn.execute("SELECT name, value FROM counters").fetchall())
 
     def resolve(self, prefix: str) -> str:
-        """Full id for a typed prefix; a clear error when none or several match."""
-        p = prefix.strip().lower()
-        if not p or any(c not in "0123456789abcdef" for c in p):
-            raise StoreError(f"{prefix!r} is not an exchange id (hex digits, as `ls` shows)")
-        ids = [r[0] for r in self.conn.execute(
-            "SELECT id FROM exchanges WHERE id >= ? AND id < ? LIMIT 6", (p, p + "g"))]
+        """Full id for what a person typed; a clear error when none or several match."""
+        try:
+            ids = match_ids(self.conn, prefix)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
         if not ids:
             raise StoreError(f"no exchange with id {prefix!r} in {self.path}")
         if len(ids) > 1:
-            raise StoreError(f"id prefix {prefix!r} is ambiguous ({', '.join(ids[:5])}...): type more digits")
+            raise StoreError(ambiguous_message(prefix, ids))
         return ids[0]
 
     def get(self, prefix: str) -> Exchange:

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from .exchange import Exchange, Operation
+from .exchange import Exchange, Operation, short_id
 from .store import ListRow
 
 
@@ -78,7 +78,7 @@ def table(rows: list[ListRow], *, path_width: int = 40) -> str:
         if r.truncated:
             status += " (trunc)"
         ms = "-" if r.duration_ms is None else f"{r.duration_ms:.1f}"
-        lines.append((r.id[:8], fmt_time(r.ts), r.method, path, operation_label(r), status,
+        lines.append((short_id(r.id), fmt_time(r.ts), r.method, path, operation_label(r), status,
                       r.error_code or "-", ms, str(r.sql_count) if r.sql_count else "-",
                       r.txn[:8] if r.txn else "-", human_bytes(r.req_bytes), human_bytes(r.resp_bytes)))
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]

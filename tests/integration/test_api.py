@@ -111,7 +111,7 @@ async def test_pages_filters_detail_and_errors(sidecar_on_engine):
         assert biggest["total"] == 5 and biggest["rows"][0]["seq"] == 5  # take=5: the largest answer
 
         ex_id = page["rows"][0]["id"]
-        status, detail = await get(s, f"{api}/exchanges/{ex_id[:10]}")
+        status, detail = await get(s, f"{api}/exchanges/{ex_id[-8:]}")  # as tables show it
         assert status == 200 and detail["id"] == ex_id and detail["operation"]["action"] == "createOne"
         assert json.loads(detail["request"]["body"]["text"]) == CREATE
         assert detail["transaction"] is None and detail["seq"] == 6

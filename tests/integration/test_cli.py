@@ -53,9 +53,17 @@ async def test_ls_and_show_on_real_traffic(upstream, proxy_process, tmp_path):
     assert [o["path"] for o in objs[:3]] == ["/echo?n=0", "/echo?n=1", "/echo?n=2"]
     assert all(o["ts"] <= p["ts"] for o, p in zip(objs, objs[1:]))
 
-    shown = run_cli("show", "--db", str(db), objs[0]["id"][:6]).stdout
+    # the id column `ls` prints is what `show` takes; ids are time-ordered, so a short prefix
+    # is shared by everything recorded in the same moment and is reported as ambiguous
+    assert [row.split()[0] for row in table[1:6]] == [o["id"][-8:] for o in objs[-5:]]
+    shown = run_cli("show", "--db", str(db), table[1].split()[0]).stdout
+    assert "> POST /echo?n=21 HTTP/1.1" in shown
+    shown = run_cli("show", "--db", str(db), objs[0]["id"]).stdout
     assert '"modelName": "User"' in shown  # pretty JSON body
     assert "> POST /echo?n=0 HTTP/1.1" in shown and "< 200 OK" in shown
+    assert [o["id"] for o in objs] == sorted(o["id"] for o in objs)  # id order is record order
+    vague = run_cli("show", "--db", str(db), objs[0]["id"][:4])
+    assert vague.returncode == 2 and "ambiguous" in vague.stderr
     gz = run_cli("show", "--db", str(db), objs[-1]["id"]).stdout
     assert "content-encoding gzip (decoded below)" in gz and '"findManyUser"' in gz
 

@@ -122,7 +122,7 @@ def test_ls_filter_table_says_how_many_matched(capsys, db) -> None:
     code, out, _ = ls(capsys, "--db", path, "--filter", "is:error")
     lines = out.splitlines()
     assert code == 0 and lines[-1] == f"1 of 5 exchanges in {path}"
-    assert lines[1].startswith(by_label["create_user_p2002"][:8]) and "P2002" in lines[1]
+    assert lines[1].startswith(by_label["create_user_p2002"][-8:]) and "P2002" in lines[1]
 
 
 def test_bad_filter_exits_2_with_one_line(capsys, db) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -279,3 +280,25 @@ def test_packed_frames_are_bounded_whole_and_unpacked_by_the_worker(tmp_path):
     rec.stop()
     reader = StoreReader(str(tmp_path / "p.db"))
     assert reader.count() == 20
+
+
+def test_show_takes_the_digits_ls_prints_a_prefix_or_the_whole_id(tmp_path):
+    db = str(tmp_path / "ids.db")
+    rec = Recorder(StoreWriter(db), redactor=Redactor(), body_limit=1024)
+    exchanges = rec.process([raw(i) for i in range(40)])
+    rec.writer.close()
+    ids = [ex.id for ex in exchanges]
+    table = run_cli("ls", "--db", db, "--last", "3").stdout.splitlines()
+    for line, ex_id in zip(table[1:4], ids[-3:]):
+        short = line.split()[0]
+        assert ex_id.endswith(short)
+        shown = run_cli("show", "--db", db, short)
+        assert shown.returncode == 0 and f"exchange {ex_id}" in shown.stdout
+    reader = StoreReader(db)
+    assert reader.resolve(ids[7]) == ids[7] and reader.resolve(ids[7][-6:]) == ids[7]
+    shared = os.path.commonprefix([ids[0], ids[-1]])  # recorded in the same moment: a prefix names them all
+    assert len(shared) >= 8
+    vague = run_cli("show", "--db", db, shared)
+    assert vague.returncode == 2 and "ambiguous" in vague.stderr and "type more digits" in vague.stderr
+    missing = run_cli("show", "--db", db, "ffff0000ffff")
+    assert missing.returncode == 2 and "no exchange" in missing.stderr

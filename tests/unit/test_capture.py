@@ -55,3 +55,19 @@ def test_body_tee_hashes_only_what_it_cannot_keep():
     for c in (b"ab", b"cdef", b"gh"):
         big.feed(c)
     assert big.result() == (b"abcd", 8, hashlib.sha256(b"abcdefgh").hexdigest(), True)
+
+
+def test_ids_are_unique_time_ordered_and_their_tail_tells_them_apart(monkeypatch):
+    import pdp_observe.exchange as exchange_mod
+    from pdp_observe.exchange import new_id, short_id
+
+    ids = [new_id() for _ in range(50_000)]  # many share a millisecond
+    assert len(set(ids)) == len(ids) and ids == sorted(ids)
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids[:100])
+    assert abs((int(ids[0], 16) >> 20) / 1000 - time.time()) < 60  # the head is the wall clock in ms
+    assert len({short_id(i) for i in ids}) == len(ids)  # what tables print stays distinct
+
+    # the clock steps back (NTP): ids keep growing instead of repeating stored ones
+    last = ids[-1]
+    monkeypatch.setattr(exchange_mod.time, "time_ns", lambda: 1_000_000_000_000)
+    assert new_id() > last and new_id() > last
