@@ -861,6 +861,7 @@ def profile_b(bench: Bench, s: Subject, out: Path, seconds: int, subprocesses: b
 
 LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder process on core 0)",
           "Bidle": "pdp_observe, recording (recorder process SCHED_IDLE on cores 0-1)",
+          "B2": "pdp_observe, recording (recorder process nice +10 on cores 0-1)",
           "B1": "pdp_observe, recording, all on core 1", "Bi": "pdp_observe, inline recorder thread",
           "C": "bare aiohttp", "Cuv": "bare aiohttp + uvloop", "N": "nginx proxy, access log"}
 # pdp_observe variants. B: the default recorder process placed beside wrk and the engine, so
@@ -870,6 +871,7 @@ LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder proce
 # core). Bi: --recorder inline (one process, a worker thread).
 B_VARIANTS = {"B": ["--recorder-cpus", str(WRK_CPU)],
               "Bidle": ["--recorder-cpus", f"{WRK_CPU},{PROXY_CPU}", "--recorder-idle"],
+              "B2": ["--recorder-cpus", f"{WRK_CPU},{PROXY_CPU}"],
               "B1": [], "Bi": ["--recorder", "inline"],
               "Br": ["--recorder-cpus", str(WRK_CPU), "--no-capture-telemetry", "--no-propagate-trace"],
               "Bt": ["--recorder-cpus", str(WRK_CPU), "--engine-metrics-url", "@ENGINE@/metrics"],
@@ -917,10 +919,10 @@ def run(args, tmp: Path, procs: Procs) -> int:
 
     summ = summarize(bench.runs, list(subjects), large_key)
     eighty = None
-    if "B" in subjects and not args.no_eighty:
-        b = subjects["B"]
-        rate = 0.8 * summ["B"]["rps_c32"]
-        log(f"B at 80 % of its max rate: {rate:.0f} rps, 32 conns, {args.duration}s")
+    if args.eighty_subject in subjects and not args.no_eighty:
+        b = subjects[args.eighty_subject]
+        rate = 0.8 * summ[args.eighty_subject]["rps_c32"]
+        log(f"{args.eighty_subject} at 80 % of its max rate: {rate:.0f} rps, 32 conns, {args.duration}s")
         eighty = bench.measure(b, "rate80_c32", "/fast", 32, args.duration, 0, rate=rate, record=False)
     prof = None
     if args.profile and args.profile_subject in subjects:
@@ -962,6 +964,7 @@ def main() -> int:
                     help="--correlation: also measure each pdp_observe subject at this paced rate (rps) and compare "
                          "the forwarding process's CPU per request (default 1500)")
     ap.add_argument("--no-eighty", action="store_true", help="skip the 80 %%-of-max stored check")
+    ap.add_argument("--eighty-subject", default="B", help="the subject paced at 80 %% of its max rate (default B)")
     ap.add_argument("--noise-limit", type=float, default=0.15, help="re-run when other processes used > this many cores")
     ap.add_argument("--max-reruns", type=int, default=2)
     ap.add_argument("--quiet-wait", type=float, default=120,

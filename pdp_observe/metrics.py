@@ -8,11 +8,14 @@ Per-exchange series are updated by the worker, a batch at a time, off the reques
 from __future__ import annotations
 
 import re
+import time
+from bisect import bisect_left
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
 from .correlate import Correlate, pressure_trigger
 from .exchange import Exchange
@@ -136,6 +139,48 @@ _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,63}")
 _CODE = re.compile(r"P\d{4}")
 
 
+def _observe(pending: dict[Any, tuple[list[float], list[Any]]], hist: Any, value: float,
+             exemplar: dict[str, str] | None) -> None:
+    found = pending.get(hist)
+    if found is None:
+        pending[hist] = ([value], [exemplar])
+    else:
+        found[0].append(value)
+        found[1].append(exemplar)
+
+
+def observe_many(hist: Any, values: list[float], exemplars: list[dict[str, str] | None] | None = None) -> None:
+    """``hist.observe(v, exemplar)`` for each value, as one increment per bucket and one on the
+    sum; a bucket keeps the last exemplar that fell in it, as one observe at a time would.
+
+    Reads prometheus_client's per-series fields (``_upper_bounds``, ``_buckets``, ``_sum``:
+    unchanged since its first Histogram); a version without them gets the plain loop.
+    """
+    exemplars = exemplars or [None] * len(values)
+    bounds, buckets, total = (getattr(hist, "_upper_bounds", None), getattr(hist, "_buckets", None),
+                              getattr(hist, "_sum", None))
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v, ex in zip(values, exemplars):
+            hist.observe(v, ex)
+        return
+    per = [0] * len(bounds)
+    last: dict[int, tuple[dict[str, str], float]] = {}
+    for v, ex in zip(values, exemplars):
+        if v == v:  # NaN counts in the sum only, as observe() does
+            i = bisect_left(bounds, v)
+            per[i] += 1
+            if ex:
+                last[i] = (ex, v)
+    for i, n in enumerate(per):
+        if n:
+            buckets[i].inc(n)
+    total.inc(sum(values))
+    if last:
+        now = time.time()
+        for i, (ex, v) in last.items():
+            buckets[i].set_exemplar(Exemplar(ex, v, now))
+
+
 class ExchangeMetrics:
     """A sink: per-exchange counters and histograms, label values from bounded sets only.
 
@@ -185,34 +230,47 @@ class ExchangeMetrics:
         return found
 
     def handle(self, exchanges: list[Exchange]) -> None:
+        """Counts and observations are summed over the batch and applied once per series:
+        prometheus_client takes a lock per ``inc``/``observe`` (~6 µs per exchange before)."""
         child = self._child
+        counts: dict[Any, float] = {}
+        observed: dict[Any, tuple[list[float], list[Any]]] = {}
         for ex in exchanges:
             method = ex.request.method if ex.request.method in _METHODS else "OTHER"
             status = str(ex.status) if ex.status is not None else "none"
-            child(self.requests, method, status, ex.failure or "").inc()
+            c = child(self.requests, method, status, ex.failure or "")
+            counts[c] = counts.get(c, 0) + 1
             op = ex.operation
             model = self.model(op.model) if op else ""
             action = self.action(op.action or (op.kind if op.kind not in (None, "other") else None)) if op else ""
             code = (op.error_code if _CODE.fullmatch(op.error_code) else "other") if op and op.error_code else ""
-            child(self.operations, model, action, status, code).inc()
+            c = child(self.operations, model, action, status, code)
+            counts[c] = counts.get(c, 0) + 1
             exemplar = {"trace_id": ex.trace_id, "exchange_id": ex.id} if ex.trace_id else None
-            if (ms := ex.timings.duration_ms) is not None:
-                child(self.duration, model, action).observe(ms, exemplar)
             t = ex.timings
+            if (ms := t.duration_ms) is not None:
+                _observe(observed, child(self.duration, model, action), ms, exemplar)
             if t.upstream_connected is not None and t.first_byte is not None:
-                self.upstream.observe((t.first_byte - t.upstream_connected) * 1000.0, exemplar)
+                _observe(observed, self.upstream, (t.first_byte - t.upstream_connected) * 1000.0, exemplar)
             if (eng := ex.engine_ms) is not None:
-                self.engine.observe(eng, exemplar)
+                _observe(observed, self.engine, eng, exemplar)
             for st in ex.sql_timings:
                 if st["ms"] is not None:
-                    self.sql.observe(st["ms"])
-            child(self.bytes, "request").inc(ex.request.body.size)
+                    _observe(observed, self.sql, st["ms"], None)
+            c = child(self.bytes, "request")
+            counts[c] = counts.get(c, 0) + ex.request.body.size
             if ex.response is not None:
-                child(self.bytes, "response").inc(ex.response.body.size)
+                c = child(self.bytes, "response")
+                counts[c] = counts.get(c, 0) + ex.response.body.size
             if op is not None and op.txn and self.tracker is not None:
                 self._transaction(op.txn)
             if (trigger := pressure_trigger(ex)) is not None:
                 self.pressure.labels(trigger).inc()
+        for c, n in counts.items():
+            if n:
+                c.inc(n)
+        for h, (values, exemplars) in observed.items():
+            observe_many(h, values, exemplars)
 
     def _transaction(self, txn: str) -> None:
         tx = self.tracker.open.get(txn)

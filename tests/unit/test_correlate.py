@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from prometheus_client import CollectorRegistry
 
 from pdp_observe.correlate import Correlate, pressure_trigger
@@ -97,3 +99,45 @@ def test_metric_labels_stay_bounded_with_10000_distinct_fingerprints_and_models(
     total = sum(s.value for fam in registry.collect() if fam.name == "pdp_prisma_operations"
                 for s in fam.samples if s.name.endswith("_total"))
     assert total == 10001  # bounded labels, nothing lost
+
+
+def test_a_batch_moves_every_series_exactly_as_one_exchange_at_a_time() -> None:
+    """The worker applies counts and histogram observations once per series and batch; the
+    scrape must not be able to tell (bucket edges, sums, counts, exemplars)."""
+    from prometheus_client import generate_latest
+
+    def batch() -> list[Exchange]:
+        out = []
+        for i in range(300):
+            e = ex(f"{i:016x}", 100.0, 100.0 + [0.0002, 0.0005, 0.001, 0.0049, 0.25, 7.0, 80.0][i % 7],
+                   model=("User", "Post")[i % 2], status=(200, 500)[i % 5 == 0], code="P2002" if i % 5 == 0 else None)
+            e.request.body.size, e.response.body.size = i, 2 * i
+            if i % 50 == 0:
+                e.trace_id = f"{i:032x}"
+            out.append(e)
+        return out
+
+    one_by_one, batched = CollectorRegistry(), CollectorRegistry()
+    m1 = ExchangeMetrics(one_by_one)
+    for e in batch():
+        m1.handle([e])
+    ExchangeMetrics(batched).handle(batch())
+
+    def scrape(reg: CollectorRegistry) -> dict[str, float]:
+        lines = [line.rsplit(" ", 1) for line in generate_latest(reg).decode().splitlines() if not line.startswith("#")]
+        return {series: float(value) for series, value in lines}
+
+    def exemplars(reg: CollectorRegistry) -> dict[str, str]:
+        from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+        out = {}
+        for line in openmetrics(reg).decode().splitlines():
+            if " # " in line:  # bucket ... # {labels} value timestamp: the timestamp differs
+                series, ex = line.split(" # ")
+                out[series.rsplit(" ", 1)[0]] = ex.rsplit(" ", 1)[0]
+        return out
+
+    assert exemplars(batched) == exemplars(one_by_one) and len(exemplars(batched)) >= 4
+    got, want = scrape(batched), scrape(one_by_one)
+    assert got == pytest.approx(want, rel=1e-12)  # sums may round differently in the last bit
+    assert got['pdp_request_duration_ms_bucket{action="findMany",le="0.25",model="User"}'] == 22  # i % 14 == 0: 0.2 ms
+    assert got['pdp_request_duration_ms_count{action="findMany",model="Post"}'] == 150
