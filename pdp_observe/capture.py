@@ -84,13 +84,24 @@ class RawCapture:
     @classmethod
     def from_tuple(cls, values: tuple[Any, ...]) -> "RawCapture":
         raw = cls.__new__(cls)
-        for name, value in zip(_SLOTS, values):
-            setattr(raw, name, value)
+        _set_all(raw, values)
         return raw
 
 
 _SLOTS = RawCapture.__slots__
 _get_all = operator.attrgetter(*_SLOTS)  # one C call on the hot path instead of 27 getattr()s
+
+
+def _make_set_all() -> Any:
+    """``raw.a, raw.b, ... = values`` for every slot, as one unpacking assignment: the
+    recorder process rebuilds each capture from the pipe with it (0.2 µs; a setattr loop was
+    1.2 µs). Generated from ``__slots__`` so the two can never disagree."""
+    ns: dict[str, Any] = {}
+    exec("def set_all(raw, values):\n    " + ", ".join(f"raw.{n}" for n in _SLOTS) + " = values\n", ns)  # noqa: S102
+    return ns["set_all"]
+
+
+_set_all = _make_set_all()
 
 
 def keep_whole(body: bytes, limit: int) -> tuple[bytes, int, str | None, bool]:
