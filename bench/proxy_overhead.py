@@ -10,7 +10,9 @@ Starts, in one process tree on 127.0.0.1 only:
       /large  -> 1 MiB JSON body (static file, sendfile)
   * the subjects, each alone on core 1 (taskset -c 1):
       A   direct (wrk -> nginx, no proxy)
-      B   pdp_observe (``pdp-observe proxy``, recording to a temp SQLite db)
+      B   pdp_observe (``pdp-observe proxy``, recording to a temp SQLite db; its recorder
+          process at nice +10 on both cores, as deployed without pinning)
+      Bp  the same with the recorder process pinned to core 0 (beside wrk and the engine)
       C   bench/baseline_proxy.py (bare aiohttp, no recording)
       Cuv bench/baseline_proxy.py --uvloop
       N   nginx reverse proxy, access log on (optional: --subjects ...,N)
@@ -18,7 +20,7 @@ Starts, in one process tree on 127.0.0.1 only:
 
 Per round, subjects are interleaved (A, B, C, Cuv); for each: warm-up, 32 conns small,
 1 conn small, 1 conn 20 ms engine, then a 32-conn burst followed by 4 conns of 1 MiB responses.
-After the rounds: one run of B paced at ~80 % of its median max rate, and "stored" = rows in the
+After the rounds: one run of B (and Bp) paced at ~80 % of its median max rate, and "stored" = rows in the
 ``exchanges`` table vs the requests wrk completed. Medians over rounds; added latency and
 ratios are paired per round against A (or C).
 """
@@ -722,7 +724,8 @@ def fmt(x, spec, suffix=""):
     return "—" if x is None else format(x, spec) + suffix
 
 
-def render(info: dict, cfg: dict, summ: dict, subjects: dict, eighty: dict | None, large_key: str) -> str:
+def render(info: dict, cfg: dict, summ: dict, subjects: dict, eighties: dict, large_key: str) -> str:
+    eighty = eighties.get("B")
     L = []
     L.append("## Machine")
     L.append(f"- nproc {info['nproc']}, CPU {info['cpu_model']}, kernel {info['kernel']}, "
@@ -765,11 +768,11 @@ def render(info: dict, cfg: dict, summ: dict, subjects: dict, eighty: dict | Non
         for sc, name in (("small_c32", "max rate, 32 conns"), ("small_c1", "1 conn"),
                          ("slow20ms_c1", "1 conn, 20 ms engine"), (large_key, "1 MiB after burst")):
             L.append(f"| {name} | {fmt(d.get(f'stored_pct_{sc}'), '.2f', ' %')} |")
-        if eighty:
-            L.append(f"| 80 % of max: target {eighty['rate_target']:,.0f} rps, got {eighty['rps']:,.0f} rps, "
-                     f"p50 {eighty['p50_us'] / 1000:.3f} / p99 {eighty['p99_us'] / 1000:.3f} ms, "
-                     f"drain {eighty['drain_s']} s | **{eighty['stored']} / {eighty['requests']} = "
-                     f"{eighty['stored_pct']:.2f} %** |")
+        for key, e in eighties.items():
+            L.append(f"| {key} at 80 % of its max: target {e['rate_target']:,.0f} rps, got {e['rps']:,.0f} rps, "
+                     f"p50 {e['p50_us'] / 1000:.3f} / p99 {e['p99_us'] / 1000:.3f} ms, "
+                     f"drain {e['drain_s']} s | **{e['stored']} / {e['requests']} = "
+                     f"{e['stored_pct']:.2f} %** |")
         L.append("")
         L.append("(stored = rows in `exchanges` with no failure added during the run, counted once the writer went "
                  "quiet, vs requests wrk completed; a response the proxy finished but wrk had not read when it "
@@ -859,19 +862,21 @@ def profile_b(bench: Bench, s: Subject, out: Path, seconds: int, subprocesses: b
 
 # --------------------------------------------------------------------------- main
 
-LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder process on core 0)",
+LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder process nice +10, cores 0-1)",
+          "Bp": "pdp_observe, recording (recorder process pinned to core 0)",
           "Bidle": "pdp_observe, recording (recorder process SCHED_IDLE on cores 0-1)",
-          "B2": "pdp_observe, recording (recorder process nice +10 on cores 0-1)",
           "B1": "pdp_observe, recording, all on core 1", "Bi": "pdp_observe, inline recorder thread",
           "C": "bare aiohttp", "Cuv": "bare aiohttp + uvloop", "N": "nginx proxy, access log"}
-# pdp_observe variants. B: the default recorder process placed beside wrk and the engine, so
-# the proxy's core runs only the hot path (what "recording costs the hot path nothing" means
-# on 2 cores). Bidle: the recorder SCHED_IDLE on both cores (takes the idle time beside the
-# proxy too). B1: the recorder process inherits the proxy's core (all pdp_observe CPU on one
-# core). Bi: --recorder inline (one process, a worker thread).
-B_VARIANTS = {"B": ["--recorder-cpus", str(WRK_CPU)],
+# pdp_observe variants. B: the recorder process as deployed without pinning: nice +10, free to
+# run on either core, so it takes the idle time beside wrk and the engine and beside the proxy
+# (recording may then cost the proxy's core a little at saturation). Bp: the recorder pinned
+# beside wrk and the engine, so the proxy's core runs only the hot path (higher max rate, but
+# the recorder only gets what wrk and nginx leave on core 0). Bidle: SCHED_IDLE on both cores.
+# B1: the recorder process inherits the proxy's core (all pdp_observe CPU on one core).
+# Bi: --recorder inline (one process, a worker thread).
+B_VARIANTS = {"B": ["--recorder-cpus", f"{WRK_CPU},{PROXY_CPU}"],
+              "Bp": ["--recorder-cpus", str(WRK_CPU)],
               "Bidle": ["--recorder-cpus", f"{WRK_CPU},{PROXY_CPU}", "--recorder-idle"],
-              "B2": ["--recorder-cpus", f"{WRK_CPU},{PROXY_CPU}"],
               "B1": [], "Bi": ["--recorder", "inline"],
               "Br": ["--recorder-cpus", str(WRK_CPU), "--no-capture-telemetry", "--no-propagate-trace"],
               "Bt": ["--recorder-cpus", str(WRK_CPU), "--engine-metrics-url", "@ENGINE@/metrics"],
@@ -918,12 +923,13 @@ def run(args, tmp: Path, procs: Procs) -> int:
             bench.subject_block(s, rnd)
 
     summ = summarize(bench.runs, list(subjects), large_key)
-    eighty = None
-    if args.eighty_subject in subjects and not args.no_eighty:
-        b = subjects[args.eighty_subject]
-        rate = 0.8 * summ[args.eighty_subject]["rps_c32"]
-        log(f"{args.eighty_subject} at 80 % of its max rate: {rate:.0f} rps, 32 conns, {args.duration}s")
-        eighty = bench.measure(b, "rate80_c32", "/fast", 32, args.duration, 0, rate=rate, record=False)
+    eighties: dict[str, dict] = {}
+    for key in ([] if args.no_eighty else [k for k in args.eighty_subjects.split(",") if k in subjects]):
+        rate = 0.8 * summ[key]["rps_c32"]
+        log(f"{key} at 80 % of its max rate: {rate:.0f} rps, 32 conns, {args.duration}s")
+        eighties[key] = bench.measure(subjects[key], "rate80_c32", "/fast", 32, args.duration, 0, rate=rate,
+                                      record=False)
+    eighty = eighties.get("B")
     prof = None
     if args.profile and args.profile_subject in subjects:
         prof = profile_b(bench, subjects[args.profile_subject], Path(args.profile), args.profile_seconds,
@@ -933,13 +939,13 @@ def run(args, tmp: Path, procs: Procs) -> int:
            "large_conns": args.large_conns, "request_bytes": len((HERE / "qpe_findmany_request.json" if args.correlation else REQUEST_BODY_FILE).read_bytes()),
            "response_bytes": len(SMALL_BODY), "subjects": list(subjects), "pdp_cmd": args.pdp_cmd,
            "pdp_args": args.pdp_args, "fixed_rate": args.fixed_rate if args.correlation else None}
-    table = render(info, cfg, summ, subjects, eighty, large_key)
+    table = render(info, cfg, summ, subjects, eighties, large_key)
     print("\n" + table + "\n", flush=True)
     if prof:
         print(Path(prof["summary"]).read_text())
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"machine": info, "config": cfg, "summary": summ, "rate80": eighty, "runs": bench.runs,
+            {"machine": info, "config": cfg, "summary": summ, "rate80": eighty, "rate80_by_subject": eighties, "runs": bench.runs,
              "max_rss_mb": {k: s.max_rss for k, s in subjects.items()}, "profile": prof, "table_md": table},
             indent=2))
         log(f"wrote {args.json}")
@@ -954,7 +960,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--burst", type=int, default=3, help="seconds of 32-conn small load before the 1 MiB run")
     ap.add_argument("--large-conns", type=int, default=4)
-    ap.add_argument("--subjects", default="A,B,C,Cuv", help="comma list of A,B,C,Cuv,N")
+    ap.add_argument("--subjects", default="A,B,Bp,C,Cuv", help="comma list of A,B,Bp,C,Cuv,N (and the variants Bidle,B1,Bi,Br,Bt,Bc,Bx)")
     ap.add_argument("--pdp-cmd", default=str(VENV_BIN / "pdp-observe"))
     ap.add_argument("--pdp-args", default="", help="extra args for `pdp-observe proxy`")
     ap.add_argument("--correlation", action="store_true",
@@ -964,7 +970,8 @@ def main() -> int:
                     help="--correlation: also measure each pdp_observe subject at this paced rate (rps) and compare "
                          "the forwarding process's CPU per request (default 1500)")
     ap.add_argument("--no-eighty", action="store_true", help="skip the 80 %%-of-max stored check")
-    ap.add_argument("--eighty-subject", default="B", help="the subject paced at 80 %% of its max rate (default B)")
+    ap.add_argument("--eighty-subjects", default="B,Bp",
+                    help="subjects paced at 80 %% of their own max rate after the rounds (default B,Bp; B is the target)")
     ap.add_argument("--noise-limit", type=float, default=0.15, help="re-run when other processes used > this many cores")
     ap.add_argument("--max-reruns", type=int, default=2)
     ap.add_argument("--quiet-wait", type=float, default=120,

@@ -358,45 +358,50 @@ class Proxy:
         assert pool is not None
         data: bytes | None = None
         stream: AsyncIterator[bytes] | None = None
+        tee: BodyTee | None = None
         clen = request.content_length
         if clen is not None and clen <= WHOLE_BODY_MAX:
             if clen:
                 data = await request.read()
                 cap.req_body, cap.req_size, cap.req_sha256, cap.req_truncated = keep_whole(data, self.body_limit)
         elif request.body_exists:
-            stream = self._tee_request(request, cap)
+            stream = self._tee_request(request, tee := BodyTee(self.body_limit))
         chunked = stream is not None and clen is None
         try:
-            resp = await pool.request(request.method, self._request_head(request, peer, cap, chunked),
-                                      data, stream, chunked=chunked)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every upstream failure becomes a clean 502/504
-            kind, status, message = classify_upstream_error(exc)
-            cap.failure, cap.failure_detail = kind, f"{message} ({type(exc).__name__}: {exc})"
-            err = error_response(status, message, self.upstream)
-            cap.status, cap.reason = status, err.reason
-            cap.resp_headers = [(k, v) for k, v in err.headers.items()]
-            cap.resp_body = err.body  # type: ignore[assignment]
-            cap.resp_size = len(cap.resp_body)
+            try:
+                resp = await pool.request(request.method, self._request_head(request, peer, cap, chunked),
+                                          data, stream, chunked=chunked)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every upstream failure becomes a clean 502/504
+                kind, status, message = classify_upstream_error(exc)
+                cap.failure, cap.failure_detail = kind, f"{message} ({type(exc).__name__}: {exc})"
+                err = error_response(status, message, self.upstream)
+                cap.status, cap.reason = status, err.reason
+                cap.resp_headers = [(k, v) for k, v in err.headers.items()]
+                cap.resp_body = err.body  # type: ignore[assignment]
+                cap.resp_size = len(cap.resp_body)
+                cap.t_first_byte = _perf()
+                return err
+            cap.t_connected = resp.connected_at
             cap.t_first_byte = _perf()
-            return err
-        cap.t_connected = resp.connected_at
-        cap.t_first_byte = _perf()
-        try:
-            return await self._relay(request, resp, cap)
+            try:
+                return await self._relay(request, resp, cap)
+            finally:
+                resp.release()
         finally:
-            resp.release()
+            if tee is not None:
+                # what was forwarded so far, also when the upstream answered (or failed, or the
+                # client left) before the upload ended: the capture is submitted right after
+                # this, while the stream's own end may come later or never
+                cap.req_body, cap.req_size, cap.req_sha256, cap.req_truncated = tee.result()
 
-    async def _tee_request(self, request: web.BaseRequest, cap: RawCapture) -> AsyncIterator[bytes]:
-        """Stream the request body upstream while keeping a capped prefix, size and sha256."""
-        tee = BodyTee(self.body_limit)
-        try:
-            async for chunk in request.content.iter_chunked(STREAM_CHUNK):
-                tee.feed(chunk)
-                yield chunk
-        finally:
-            cap.req_body, cap.req_size, cap.req_sha256, cap.req_truncated = tee.result()
+    @staticmethod
+    async def _tee_request(request: web.BaseRequest, tee: BodyTee) -> AsyncIterator[bytes]:
+        """Stream the request body upstream while ``tee`` keeps a capped prefix, size and sha256."""
+        async for chunk in request.content.iter_chunked(STREAM_CHUNK):
+            tee.feed(chunk)
+            yield chunk
 
     async def _relay(self, request: web.BaseRequest, resp: UpstreamResponse,
                      cap: RawCapture) -> web.StreamResponse:

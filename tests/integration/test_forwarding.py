@@ -245,6 +245,44 @@ async def test_client_abort_mid_request_cancels_upstream_and_is_recorded(sidecar
     assert state.cancelled == ["/events?delay=5"]
 
 
+async def test_upload_answered_early_records_what_was_forwarded(upstream):
+    """The upstream answers 413 while the client is still streaming a chunked upload: the
+    capture handed to the recorder already says what was forwarded (it used to be filled in
+    by the upload's own end, which comes after the hand-off, or never)."""
+    from pdp_observe.proxy import Proxy, serve
+
+    class AtSubmit:  # what the recorder receives, read at the moment it is handed over
+        def __init__(self) -> None:
+            self.seen: list[tuple[int | None, int, int]] = []
+
+        def submit(self, raw) -> None:  # noqa: ANN001
+            self.seen.append((raw.status, raw.req_size, len(raw.req_body)))
+
+    sink = AtSubmit()
+    proxy = Proxy(upstream[0], sink)
+    srv, server = await serve(proxy, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        chunk = b"b" * 40000
+        writer.write(b"POST /early?read=1000 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 413")
+        for _ in range(100):
+            if sink.seen:
+                break
+            await asyncio.sleep(0.02)
+        writer.transport.abort()
+    finally:
+        srv.close()
+        await server.shutdown(1)
+        await proxy.close()
+    (status, size, kept), = sink.seen
+    assert status == 413 and size >= 1000 and kept == size  # at least what the upstream read
+
+
 async def test_client_abort_mid_response_is_recorded(sidecar):
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port)
     writer.write(b"GET /big?size=200000000 HTTP/1.1\r\nHost: x\r\n\r\n")

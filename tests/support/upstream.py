@@ -136,10 +136,16 @@ def build_app(state: UpstreamState) -> web.Application:
             raise
         return web.json_response({"ok": True})
 
+    async def early(req: web.Request) -> web.Response:
+        """Answers after ``?read=N`` bytes of the upload, without the rest (a server refusing a
+        too-large body)."""
+        await req.content.readexactly(int(req.query.get("read", "0")))
+        return web.json_response({"error": "payload too large"}, status=413)
+
     app = web.Application(client_max_size=1024**3, handler_args={"max_field_size": 65536})
     for path, fn in [("/echo", echo), ("/big", big), ("/sized", sized), ("/gzip", gz),
                      ("/slow", slow), ("/hang", hang), ("/reset", reset), ("/reset-mid", reset_mid),
-                     ("/peer", peer), ("/hop", hop), ("/events", events)]:
+                     ("/peer", peer), ("/hop", hop), ("/events", events), ("/early", early)]:
         app.router.add_route("*", path, fn)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
