@@ -383,18 +383,21 @@ def pdp_available(args) -> tuple[bool, str]:
 
 # --------------------------------------------------------------------------- SQLite "stored"
 
-def db_count(db: Path | None) -> tuple[int, int | None]:
-    """(rows in exchanges, rows without a failure) — 0 if the db/table does not exist yet."""
+def db_count(db: Path | None, after: int = 0) -> tuple[int, int | None]:
+    """(rows in exchanges, rows without a failure) inserted after row ``seq`` ``after`` — 0 if the
+    db/table does not exist yet. Counting by seq, not all rows, keeps the figure right when
+    retention (--max-db-size) prunes the oldest rows during a run."""
     if db is None or not db.exists():
         return 0, None
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
         try:
-            n = con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
+            n = con.execute("SELECT count(*) FROM exchanges WHERE seq > ?", (after,)).fetchone()[0]
             cols = [r[1] for r in con.execute("PRAGMA table_info(exchanges)")]
             ok = None
             if "failure" in cols:
-                ok = con.execute("SELECT count(*) FROM exchanges WHERE failure IS NULL OR failure = ''").fetchone()[0]
+                ok = con.execute("SELECT count(*) FROM exchanges WHERE seq > ? AND (failure IS NULL OR failure = '')",
+                                 (after,)).fetchone()[0]
             return n, ok
         finally:
             con.close()
@@ -417,13 +420,27 @@ def db_counters(db: Path | None) -> dict[str, int]:
         return {}
 
 
-def wait_db_stable(db: Path | None, quiet: float = 1.0, timeout: float = 60.0) -> tuple[int, int | None, float]:
+def db_last_seq(db: Path | None) -> int:
+    if db is None or not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            return con.execute("SELECT COALESCE(MAX(seq), 0) FROM exchanges").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def wait_db_stable(db: Path | None, quiet: float = 1.0, timeout: float = 60.0,
+                   after: int = 0) -> tuple[int, int | None, float]:
     """Poll until the row count has not changed for `quiet` s; returns (count, ok, seconds waited)."""
     t0 = time.monotonic()
-    last, last_change = db_count(db), time.monotonic()
+    last, last_change = db_count(db, after), time.monotonic()
     while time.monotonic() - t0 < timeout:
         time.sleep(0.2)
-        cur = db_count(db)
+        cur = db_count(db, after)
         if cur[0] != last[0]:
             last, last_change = cur, time.monotonic()
         elif time.monotonic() - last_change >= quiet:
@@ -531,7 +548,9 @@ class Bench:
         for attempt in range(self.args.max_reruns + 1):
             if s.proc is not None and s.proc.poll() is not None:
                 raise RuntimeError(f"{s.label} died (rc {s.proc.returncode}):\n{tail(self.tmp / f'{s.key}.log')}")
-            n0, ok0, _ = wait_db_stable(s.db) if s.db else (None, None, None)
+            if s.db:
+                wait_db_stable(s.db)
+            mark = db_last_seq(s.db)  # rows after it are this run's
             k0 = db_counters(s.db)
             if self.args.noise_limit < 1e9:
                 self.wait_quiet()
@@ -558,12 +577,12 @@ class Bench:
                 s.max_rss = max(s.max_rss, tree_rss_mb(s.pid))
                 r["proxy_rss_mb"] = round(tree_rss_mb(s.pid), 1)
             if s.db is not None:
-                n1, ok1, drain = wait_db_stable(s.db)
+                n1, ok1, drain = wait_db_stable(s.db, after=mark)
                 k1 = db_counters(s.db)
                 # completed exchanges (failure IS NULL) vs requests wrk completed; rows for requests wrk
                 # cut off at the end of the run carry failure=client_abort and are counted apart
-                stored = n1 - n0 if ok1 is None or ok0 is None else ok1 - ok0
-                r.update(stored=stored, stored_rows=n1 - n0, stored_pct=round(100.0 * stored / max(1, r["requests"]), 2),
+                stored = n1 if ok1 is None else ok1
+                r.update(stored=stored, stored_rows=n1, stored_pct=round(100.0 * stored / max(1, r["requests"]), 2),
                          drain_s=drain, counters_delta={k: v - k0.get(k, 0) for k, v in k1.items() if v != k0.get(k, 0)})
             msg = (f"  r{rnd} {s.key:<3} {scenario:<18} c={conns:<3} rps={r['rps']:9.0f} "
                    f"p50={r['p50_us'] / 1000:6.3f}ms p99={r['p99_us'] / 1000:6.3f}ms")

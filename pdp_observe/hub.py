@@ -169,6 +169,9 @@ class Recorder:
                             timeout, self.queue_depth)
         if self.writer is not None:
             try:
+                if self._asynchronous:
+                    self.writer.flush()  # type: ignore[attr-defined]
+                    self._collect()
                 self._flush_counters()
                 self.writer.close()
             except Exception as exc:  # noqa: BLE001
@@ -177,6 +180,7 @@ class Recorder:
     # ---- worker thread -------------------------------------------------------------------
     def _run(self) -> None:
         while True:
+            self._collect()
             batch = self._take_batch()
             if batch:
                 self.process(batch)
@@ -187,6 +191,9 @@ class Recorder:
             if self._stop.is_set():
                 if self._records:
                     self.process([])  # records handed over before the stop are stored too
+                if self._asynchronous:
+                    self.writer.flush()  # type: ignore[union-attr]
+                    self._collect()
                 return
             if self._records or time.monotonic() - self._last_tick >= self.tick_every:
                 self.process([])  # time-driven work: snapshots due, records from other threads
@@ -244,15 +251,56 @@ class Recorder:
         if self.writer is not None and (exchanges or extra):
             try:
                 self.writer.write(exchanges, extra)
-                self.stored += len(exchanges)
+                if not self._asynchronous:
+                    self.stored += len(exchanges)
+                elif exchanges:
+                    return exchanges  # stored and fanned out when the store process answers
             except Exception as exc:  # noqa: BLE001 - disk trouble is counted, never raised
-                reason = classify_sqlite_error(exc)
-                self._drop(reason, len(exchanges))
-                log.debug("store write failed (%s): %s", reason, exc)
+                self._write_failed(exc, len(exchanges))
             if exchanges:
                 self._flush_counters()
+        self._fan_out(exchanges)
+        return exchanges
+
+    @property
+    def _asynchronous(self) -> bool:
+        return bool(getattr(self.writer, "asynchronous", False))
+
+    def _write_failed(self, exc: BaseException | str, n: int) -> None:
+        reason = exc if isinstance(exc, str) else classify_sqlite_error(exc)
+        self._drop(reason, n)
+        log.debug("store write failed (%s): %s", reason, exc)
+
+    def _collect(self) -> None:
+        """Account for what the store process answered (asynchronous writer only)."""
+        if not self._asynchronous:
+            return
+        done = self.writer.completed()  # type: ignore[union-attr]
+        if not done:
+            return
+        wrote = False
+        for kind, context, reason, _value in done:
+            if kind == "write":
+                wrote = True
+                if reason is None:
+                    self.stored += len(context)
+                else:
+                    self._write_failed(reason, len(context))
+                self._fan_out(context)
+            elif kind == "update":
+                if reason is None:
+                    self.decoded_late += context
+                else:
+                    self.undecoded += context
+            elif kind == "counters" and reason is not None:  # pending again for the next flush
+                for k, v in context.items():
+                    self._flushed[k] = self._flushed.get(k, 0) - v
+        if wrote:
+            self._flush_counters()
+
+    def _fan_out(self, exchanges: list[Exchange]) -> None:
         if not exchanges:
-            return exchanges
+            return
         for sink in self.sinks:
             try:
                 sink.handle(exchanges)
@@ -278,7 +326,8 @@ class Recorder:
             self.late_decode(batch)
             if self.writer is not None:
                 self.writer.update_decoded(batch)
-            self.decoded_late += len(batch)
+            if not self._asynchronous:
+                self.decoded_late += len(batch)
         except Exception as exc:  # noqa: BLE001 - they stay stored, only undecoded
             self.undecoded += len(batch)
             log.debug("late decode failed: %r", exc)

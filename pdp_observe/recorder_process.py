@@ -26,7 +26,12 @@ log = logging.getLogger("pdp_observe.recorder")
 
 
 async def serve(settings: Settings) -> int:
-    rec = build_recording(settings, in_flight=lambda: recorder.remote_in_flight,
+    writer = None
+    if settings.store_process:
+        from .store_process import StoreClient  # noqa: PLC0415
+
+        writer = await asyncio.to_thread(StoreClient, settings.db)
+    rec = build_recording(settings, writer=writer, in_flight=lambda: recorder.remote_in_flight,
                           in_flight_list=lambda: recorder.remote_active,
                           high_water=lambda: recorder.remote_high_water)
     recorder = rec.recorder
@@ -38,7 +43,11 @@ async def serve(settings: Settings) -> int:
         return {"status": "ok", "upstream": settings.upstream, "listen": settings.listen, "db": settings.db,
                 "stored": recorder.stored, "queue_depth": recorder.queue_depth,
                 "in_flight": recorder.remote_in_flight, "dropped": recorder.dropped(),
-                "recorder_pid": os.getpid()}
+                "recorder_pid": os.getpid(), "store_pid": store_pid()}
+
+    def store_pid() -> int | None:
+        proc = getattr(recorder.writer, "proc", None)
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     done = asyncio.Event()
     loop = asyncio.get_running_loop()

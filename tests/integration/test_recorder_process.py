@@ -44,7 +44,8 @@ def alive(pid: int) -> bool:
 async def test_recorder_crash_costs_captures_not_traffic_and_it_comes_back(upstream, proxy_process, tmp_path):
     db = tmp_path / "c.db"
     proxy = proxy_process(upstream[0], db)
-    first = (await wait_health(proxy.admin_port))["recorder_pid"]
+    h = await wait_health(proxy.admin_port)
+    first, first_store = h["recorder_pid"], h["store_pid"]
     async with aiohttp.ClientSession() as s:
         async def one(i: int) -> int:
             async with s.get(f"{proxy.url}/echo?i={i}") as r:
@@ -69,6 +70,7 @@ async def test_recorder_crash_costs_captures_not_traffic_and_it_comes_back(upstr
             assert time.monotonic() < deadline, "recorder not restarted"
             await asyncio.sleep(0.1)
         assert await asyncio.gather(*(one(i) for i in range(1000, 1010))) == [200] * 10
+        assert not alive(first_store), "the killed recorder's store process lives on"
     log = proxy.stop()
     assert "the recorder process exited" in log
     rows = {r.path for r in StoreReader(str(db)).iter_all()}
@@ -78,7 +80,9 @@ async def test_recorder_crash_costs_captures_not_traffic_and_it_comes_back(upstr
 
 async def test_recorder_never_outlives_a_killed_proxy(upstream, proxy_process, tmp_path):
     proxy = proxy_process(upstream[0], tmp_path / "c.db")
-    child = (await wait_health(proxy.admin_port))["recorder_pid"]
+    h = await wait_health(proxy.admin_port)
+    child, store = h["recorder_pid"], h["store_pid"]
+    assert store is not None and alive(store)
     async with aiohttp.ClientSession() as s:
         for i in range(10):
             async with s.get(f"{proxy.url}/echo?i={i}") as r:
@@ -88,6 +92,9 @@ async def test_recorder_never_outlives_a_killed_proxy(upstream, proxy_process, t
     deadline = time.monotonic() + 15
     while alive(child):
         assert time.monotonic() < deadline, "recorder process outlived the proxy"
+        await asyncio.sleep(0.05)
+    while alive(store):
+        assert time.monotonic() < deadline, "store process outlived the recorder"
         await asyncio.sleep(0.05)
     assert len(list(StoreReader(str(tmp_path / "c.db")).iter_all())) == 10  # it drained first
 
@@ -112,6 +119,8 @@ async def test_recorder_yields_cpu_to_forwarding(upstream, proxy_process, tmp_pa
     nice = lambda pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])  # noqa: E731
     assert os.sched_getscheduler(child) == os.SCHED_OTHER
     assert nice(child) == nice(proxy.proc.pid) + 10
+    store = (await health(proxy.admin_port))["store_pid"]
+    assert nice(store) == nice(child)  # SQLite commits yield to forwarding too
 
     idle = proxy_process(upstream[0], tmp_path / "d.db", "--recorder-idle")
     child = (await wait_health(idle.admin_port))["recorder_pid"]
