@@ -885,6 +885,7 @@ LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder proce
           "Bp": "pdp_observe, recording (recorder process pinned to core 0)",
           "Bidle": "pdp_observe, recording (recorder process SCHED_IDLE on cores 0-1)",
           "B1": "pdp_observe, recording, all on core 1", "Bi": "pdp_observe, inline recorder thread",
+          "Bs": "pdp_observe, recording, the recorder commits to SQLite itself (no store process)",
           "C": "bare aiohttp", "Cuv": "bare aiohttp + uvloop", "N": "nginx proxy, access log"}
 # pdp_observe variants. B: the recorder process as deployed without pinning: nice +10, free to
 # run on either core, so it takes the idle time beside wrk and the engine and beside the proxy
@@ -892,11 +893,12 @@ LABELS = {"A": "direct (no proxy)", "B": "pdp_observe, recording (recorder proce
 # beside wrk and the engine, so the proxy's core runs only the hot path (higher max rate, but
 # the recorder only gets what wrk and nginx leave on core 0). Bidle: SCHED_IDLE on both cores.
 # B1: the recorder process inherits the proxy's core (all pdp_observe CPU on one core).
-# Bi: --recorder inline (one process, a worker thread).
+# Bi: --recorder inline (one process, a worker thread). Bs: B without the store process.
 B_VARIANTS = {"B": ["--recorder-cpus", f"{WRK_CPU},{PROXY_CPU}"],
               "Bp": ["--recorder-cpus", str(WRK_CPU)],
               "Bidle": ["--recorder-cpus", f"{WRK_CPU},{PROXY_CPU}", "--recorder-idle"],
               "B1": [], "Bi": ["--recorder", "inline"],
+              "Bs": ["--recorder-cpus", f"{WRK_CPU},{PROXY_CPU}", "--no-store-process"],
               "Br": ["--recorder-cpus", str(WRK_CPU), "--no-capture-telemetry", "--no-propagate-trace"],
               "Bt": ["--recorder-cpus", str(WRK_CPU), "--engine-metrics-url", "@ENGINE@/metrics"],
               "Bc": ["--recorder-cpus", str(WRK_CPU), "--no-propagate-trace"],
@@ -979,7 +981,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--burst", type=int, default=3, help="seconds of 32-conn small load before the 1 MiB run")
     ap.add_argument("--large-conns", type=int, default=4)
-    ap.add_argument("--subjects", default="A,B,Bp,C,Cuv", help="comma list of A,B,Bp,C,Cuv,N (and the variants Bidle,B1,Bi,Br,Bt,Bc,Bx)")
+    ap.add_argument("--subjects", default="A,B,Bs,C,Cuv", help="comma list of A,B,Bs,C,Cuv,N (and the variants Bp,Bidle,B1,Bi,Br,Bt,Bc,Bx)")
     ap.add_argument("--pdp-cmd", default=str(VENV_BIN / "pdp-observe"))
     ap.add_argument("--pdp-args", default="", help="extra args for `pdp-observe proxy`")
     ap.add_argument("--correlation", action="store_true",
@@ -989,8 +991,8 @@ def main() -> int:
                     help="--correlation: also measure each pdp_observe subject at this paced rate (rps) and compare "
                          "the forwarding process's CPU per request (default 1500)")
     ap.add_argument("--no-eighty", action="store_true", help="skip the 80 %%-of-max stored check")
-    ap.add_argument("--eighty-subjects", default="B,Bp",
-                    help="subjects paced at 80 %% of their own max rate after the rounds (default B,Bp; B is the target)")
+    ap.add_argument("--eighty-subjects", default="B,Bs",
+                    help="subjects paced at 80 %% of their own max rate after the rounds (default B,Bs; B is the target)")
     ap.add_argument("--noise-limit", type=float, default=0.15, help="re-run when other processes used > this many cores")
     ap.add_argument("--max-reruns", type=int, default=2)
     ap.add_argument("--quiet-wait", type=float, default=120,

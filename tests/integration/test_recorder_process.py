@@ -122,8 +122,10 @@ async def test_recorder_yields_cpu_to_forwarding(upstream, proxy_process, tmp_pa
     store = (await health(proxy.admin_port))["store_pid"]
     assert nice(store) == nice(child)  # SQLite commits yield to forwarding too
 
-    idle = proxy_process(upstream[0], tmp_path / "d.db", "--recorder-idle")
-    child = (await wait_health(idle.admin_port))["recorder_pid"]
+    idle = proxy_process(upstream[0], tmp_path / "d.db", "--recorder-idle", "--no-store-process")
+    h = await wait_health(idle.admin_port)
+    child = h["recorder_pid"]
+    assert h["store_pid"] is None  # the recorder commits itself
     threads = os.listdir(f"/proc/{child}/task")
     assert len(threads) >= 2  # the event loop and the capture worker at least
     assert {os.sched_getscheduler(int(t)) for t in threads} == {os.SCHED_IDLE}
