@@ -75,6 +75,25 @@ def parse_bool(text: str | bool) -> bool:
     raise ValueError(f"not a boolean: {text!r} (use true/false)")
 
 
+def parse_auto_bool(text: str | bool | None) -> bool | None:
+    """A boolean, or ``auto`` (None): the program decides from the machine."""
+    if text is None or str(text).strip().lower() == "auto":
+        return None
+    return parse_bool(text)
+
+
+STORE_PROCESS_MIN_CPUS = 3
+"""Below this many CPUs for the recorder, ``--store-process auto`` is off. Measured on 2 cores
+at the same paced load (bench/README): without it recording took ~10 µs less CPU per exchange
+(the pipe, and two busy processes slowing each other on shared cores) and stored as much or
+more; a third process only pays when a core would otherwise sit idle."""
+
+
+def store_process_wanted(setting: bool | None, cpus: int) -> bool:
+    """``--store-process`` as given, or for ``auto`` whether the recorder has cores to spare."""
+    return setting if setting is not None else cpus >= STORE_PROCESS_MIN_CPUS
+
+
 def parse_cpus(text: str) -> set[int]:
     """``"0"``, ``"0,2"``, ``"0-3"`` → a CPU set (as taskset takes it)."""
     cpus: set[int] = set()
@@ -178,10 +197,12 @@ class Settings:
                                "niced: it only gets CPU time nothing else on the machine wants, so it "
                                "may share the proxy's cores (captures it cannot keep up with are dropped "
                                "and counted). Measured on 2 cores: stores no more, adds ~0.08 ms p50.")
-    store_process: bool = _opt(True, "With the recorder process: commit to SQLite from a third process "
-                               "while the recorder builds the next rows, so recording uses idle time on "
-                               "two cores at once (--no-store-process: the recorder commits itself).",
-                               parse=parse_bool)
+    store_process: bool | None = _opt(None, "With the recorder process: commit to SQLite from a third "
+                                      "process while the recorder builds the next rows, so recording uses "
+                                      "idle time on two cores at once (--no-store-process: the recorder "
+                                      "commits itself). Default auto: on when the recorder may use 3 or "
+                                      "more CPUs (on fewer the extra process costs more CPU than it frees).",
+                                      parse=parse_auto_bool)
     redact_header: list[str] = _opt([], "Extra header name to redact (repeatable; "
                                     "Authorization, Proxy-Authorization, Cookie, Set-Cookie always are).",
                                     parse=parse_list, metavar="NAME", repeat=True)
@@ -258,7 +279,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type = Settings) -> None
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f"{meta['help']} [env {env_name(f.name)}; default: {_show_default(f.name, default)}]"
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool, "bool | None"):
             parser.add_argument(flag_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
         elif meta.get("repeat"):
@@ -270,6 +291,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type = Settings) -> None
 
 
 def _show_default(name: str, value: Any) -> str:
+    if value is None:
+        return "auto"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, list):

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 
-from .config import Settings, parse_cpus
+from .config import Settings, parse_cpus, store_process_wanted
 from .link import FRAME_CAPTURES, FRAME_STATS, FrameReader, decode_captures, split_captures
 from .recording import build_recording
 
@@ -27,7 +27,7 @@ log = logging.getLogger("pdp_observe.recorder")
 
 async def serve(settings: Settings) -> int:
     writer = None
-    if settings.store_process:
+    if store_process_wanted(settings.store_process, len(os.sched_getaffinity(0))):
         from .store_process import StoreClient  # noqa: PLC0415
 
         writer = await asyncio.to_thread(StoreClient, settings.db)

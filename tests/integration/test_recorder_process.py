@@ -43,7 +43,7 @@ def alive(pid: int) -> bool:
 
 async def test_recorder_crash_costs_captures_not_traffic_and_it_comes_back(upstream, proxy_process, tmp_path):
     db = tmp_path / "c.db"
-    proxy = proxy_process(upstream[0], db)
+    proxy = proxy_process(upstream[0], db, "--store-process")
     h = await wait_health(proxy.admin_port)
     first, first_store = h["recorder_pid"], h["store_pid"]
     async with aiohttp.ClientSession() as s:
@@ -79,7 +79,7 @@ async def test_recorder_crash_costs_captures_not_traffic_and_it_comes_back(upstr
 
 
 async def test_recorder_never_outlives_a_killed_proxy(upstream, proxy_process, tmp_path):
-    proxy = proxy_process(upstream[0], tmp_path / "c.db")
+    proxy = proxy_process(upstream[0], tmp_path / "c.db", "--store-process")
     h = await wait_health(proxy.admin_port)
     child, store = h["recorder_pid"], h["store_pid"]
     assert store is not None and alive(store)
@@ -114,7 +114,7 @@ async def test_ctrl_c_to_the_group_drains_every_capture(upstream, proxy_process,
 async def test_recorder_yields_cpu_to_forwarding(upstream, proxy_process, tmp_path):
     """By default the recorder is niced +10; with --recorder-idle every thread of it runs
     SCHED_IDLE while the forwarding process stays a normal one."""
-    proxy = proxy_process(upstream[0], tmp_path / "c.db")
+    proxy = proxy_process(upstream[0], tmp_path / "c.db", "--store-process")
     child = (await wait_health(proxy.admin_port))["recorder_pid"]
     nice = lambda pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])  # noqa: E731
     assert os.sched_getscheduler(child) == os.SCHED_OTHER
@@ -130,3 +130,19 @@ async def test_recorder_yields_cpu_to_forwarding(upstream, proxy_process, tmp_pa
     assert len(threads) >= 2  # the event loop and the capture worker at least
     assert {os.sched_getscheduler(int(t)) for t in threads} == {os.SCHED_IDLE}
     assert os.sched_getscheduler(idle.proc.pid) == os.SCHED_OTHER
+
+
+async def test_store_process_auto_follows_the_recorders_cpus(upstream, proxy_process, tmp_path):
+    """By default the store process runs only when the recorder may use 3+ CPUs: on fewer it
+    costs more CPU than it frees. One CPU for the recorder: it commits itself, and stores."""
+    proxy = proxy_process(upstream[0], tmp_path / "c.db", "--recorder-cpus", "0")
+    h = await wait_health(proxy.admin_port)
+    assert h["store_pid"] is None
+    async with aiohttp.ClientSession() as s:
+        for i in range(5):
+            async with s.get(f"{proxy.url}/echo?i={i}") as r:
+                assert r.status == 200
+    proxy.stop()
+    assert len(list(StoreReader(str(tmp_path / "c.db")).iter_all())) == 5
+    forced = proxy_process(upstream[0], tmp_path / "d.db", "--recorder-cpus", "0", "--store-process")
+    assert (await wait_health(forced.admin_port))["store_pid"] is not None

@@ -53,3 +53,20 @@ def test_every_setting_has_a_flag_and_env_in_help():
     for f in dataclasses.fields(Settings):
         assert "--" + f.name.replace("_", "-") in help_text
         assert env_name(f.name) in help_text
+
+
+def test_store_process_is_auto_unless_told():
+    """`auto` (the default) decides from the recorder's CPUs; a flag or PDP_STORE_PROCESS wins."""
+    from pdp_observe.config import store_process_wanted
+
+    parse = lambda *argv: from_sources(build_parser().parse_args(["proxy", *argv]), env={})  # noqa: E731
+    assert parse().store_process is None
+    assert parse("--store-process").store_process is True
+    assert parse("--no-store-process").store_process is False
+    assert from_sources(None, env={"PDP_STORE_PROCESS": "auto"}).store_process is None
+    assert from_sources(None, env={"PDP_STORE_PROCESS": "off"}).store_process is False
+    with pytest.raises(ValueError, match="PDP_STORE_PROCESS"):
+        from_sources(None, env={"PDP_STORE_PROCESS": "sometimes"})
+    assert [store_process_wanted(None, n) for n in (1, 2, 3, 8)] == [False, False, True, True]
+    assert store_process_wanted(True, 1) and not store_process_wanted(False, 8)
+    assert "default: auto" in " ".join(build_parser()._subparsers._group_actions[0].choices["proxy"].format_help().split())
