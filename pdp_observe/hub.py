@@ -39,6 +39,13 @@ class _Packed:
         self.packed, self.count, self.body_bytes, self.unpack = packed, count, body_bytes, unpack
 
 
+LATE_DECODE_MAX_LOAD = 0.5
+
+
+def _held_bytes(ex: Exchange) -> int:
+    return len(ex.request.body.data) + (len(ex.response.body.data) if ex.response is not None else 0)
+
+
 class Sink(Protocol):
     name: str
 
@@ -97,7 +104,17 @@ class Recorder:
         self.late_decode: Callable[[list[Exchange]], None] | None = None
         self.defer_backlog = 500
         self.defer_max = 20000  # exchanges held for a late decode; past it they stay undecoded
+        self.defer_max_bytes = 64 * 1024**2  # ... and body bytes they hold (1 MiB bodies add up)
         self._deferred: deque[Exchange] = deque()
+        self._deferred_bytes = 0
+        # Late decoding waits for spare time: only while capture processing kept the worker
+        # busy less than LATE_DECODE_MAX_LOAD of the last second. "The queue is empty" alone was
+        # not enough: under steady load it is empty between two frames, and decoding old
+        # exchanges then (~45 µs each with the row rewrite) took the time the new ones needed.
+        self._load_window = 1.0
+        self._window_start = time.monotonic()
+        self._window_busy = 0.0
+        self.load = 0.0
         self.decode_deferred = 0
         self.decoded_late = 0
         self.undecoded = 0
@@ -183,10 +200,12 @@ class Recorder:
             self._collect()
             batch = self._take_batch()
             if batch:
+                t = time.monotonic()
                 self.process(batch)
+                self._window_busy += time.monotonic() - t
                 continue
-            if self._deferred:  # idle: catch up on decoding deferred under backlog
-                self._decode_deferred()
+            if self._deferred and (self._stop.is_set() or self._current_load() < LATE_DECODE_MAX_LOAD):
+                self._decode_deferred()  # spare time: catch up on decoding deferred under backlog
                 continue
             if self._stop.is_set():
                 if self._records:
@@ -309,17 +328,32 @@ class Recorder:
                 log.debug("sink %s failed: %r", sink.name, exc)
         return exchanges
 
+    def _current_load(self) -> float:
+        """Share of the last full second the worker spent processing captures."""
+        now = time.monotonic()
+        if now - self._window_start >= self._load_window:
+            self.load = self._window_busy / (now - self._window_start)
+            self._window_start, self._window_busy = now, 0.0
+        return self.load
+
     def _defer(self, exchanges: list[Exchange]) -> None:
         self.decode_deferred += len(exchanges)
-        room = max(0, self.defer_max - len(self._deferred))
-        self._deferred.extend(exchanges[:room])
-        self.undecoded += len(exchanges) - min(room, len(exchanges))
+        held = self._deferred
+        for ex in exchanges:
+            size = _held_bytes(ex)
+            if len(held) >= self.defer_max or self._deferred_bytes + size > self.defer_max_bytes:
+                self.undecoded += 1
+                continue
+            held.append(ex)
+            self._deferred_bytes += size
 
-    def _decode_deferred(self, limit: int = 500) -> None:
+    def _decode_deferred(self, limit: int = 100) -> None:
         """Decode (and rewrite) up to ``limit`` exchanges stored undecoded; worker thread, idle."""
         batch = []
         while self._deferred and len(batch) < limit:
-            batch.append(self._deferred.popleft())
+            ex = self._deferred.popleft()
+            self._deferred_bytes -= _held_bytes(ex)
+            batch.append(ex)
         if not batch or self.late_decode is None:
             return
         try:

@@ -44,6 +44,34 @@ def _mask_url_safe(value: str) -> str:
     return f"REDACTED-{fingerprint(value)}"
 
 
+# Lower-case characters from rarest to most common in JSON and English text (others rank in
+# the middle): each stem is anchored on its rarest one.
+_RARE = "zqxj/_kvbpygfwmucldrhsnioate"
+
+
+def stem_scanner(stems: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """One regex that finds any of ``stems`` (lower-case) in a lower-cased body.
+
+    Why not ``stem in body`` per stem: eight memchr-style searches of a 1 KB body took ~4.6 µs,
+    the largest part of redacting a clean body. Here each alternative starts at the stem's
+    rarest character and checks the characters before it with a lookbehind, so the regex
+    engine's first-character set is a few rare bytes (``k``, ``b``, ``z``, ``/`` for the
+    default stems) that it skips to in C; only at those does it try a stem.
+    """
+    def rank(c: int) -> int:
+        i = _RARE.find(chr(c))
+        return i if i >= 0 else len(_RARE) // 2
+
+    alts = []
+    for stem in sorted(set(stems)):
+        if not stem:  # an empty name (a stray --redact-header '') is in every body
+            return re.compile(b"")
+        i = min(range(len(stem)), key=lambda j: rank(stem[j]))
+        behind = b"(?<=" + re.escape(stem[:i + 1]) + b")" if i else b""
+        alts.append(re.escape(stem[i:i + 1]) + behind + re.escape(stem[i + 1:]))
+    return re.compile(b"|".join(alts))
+
+
 @dataclass(slots=True)
 class Redactor:
     """Knows which header names and URL parameters are secret; pure functions over values."""
@@ -54,6 +82,7 @@ class Redactor:
     _json_re: re.Pattern[str] = field(init=False, repr=False)
     _triggers: tuple[bytes, ...] = field(init=False, repr=False)
     _stems: tuple[bytes, ...] = field(init=False, repr=False)
+    _stem_re: re.Pattern[bytes] = field(init=False, repr=False)
     _names: dict[Any, tuple[str, bool]] = field(init=False, repr=False, compare=False)
     _masked: dict[tuple[str, str], str] = field(init=False, repr=False, compare=False)
 
@@ -74,10 +103,11 @@ class Redactor:
         # a loop of `in` beats one regex alternation of literals ~4x (76 → 18 µs on a 2.6 KB plan body)
         self._triggers = tuple(sorted(literals))
         # ... and fewer, shorter stems that every trigger contains (`authorization` for both
-        # `"authorization"` and `"proxy-authorization"`): a clean body, the common case,
-        # costs 8 searches instead of 13 (~3 µs of ~8 per 1 KB body)
+        # `"authorization"` and `"proxy-authorization"`), all found by one scan: a clean body,
+        # the common case, costs that scan only
         stems = {b"://", b"bearer", b"basic", *{n.lower().encode() for n in set(self.headers) | set(self.params)}}
         self._stems = tuple(sorted(t for t in stems if not any(o != t and o in t for o in stems)))
+        self._stem_re = stem_scanner(self._stems)
         # name=value in query strings and in URLs embedded in bodies (value ends at & " ' space # < >)
         self._param_re = re.compile(
             rf"(?P<pre>(?:^|[?&;\s\"'])(?:{names}))=(?P<val>[^&\s\"'#<>;]*)", re.IGNORECASE
@@ -145,10 +175,7 @@ class Redactor:
         if not data:
             return data
         lowered = data.lower()
-        for stem in self._stems:
-            if stem in lowered:
-                break
-        else:
+        if self._stem_re.search(lowered) is None:
             return data
         if not any(t in lowered for t in self._triggers):
             return data

@@ -6,9 +6,8 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
-import zstandard
 
-from pdp_observe.store import unpack
+from pdp_observe.store import Unpacker, unpack
 
 from tests.conftest import run_cli
 
@@ -31,7 +30,7 @@ def file_bytes(db: Path) -> bytes:
 def all_blob_text(db: Path) -> bytes:
     """Every column of every row, blobs decompressed: what a reader of the file could see."""
     conn = sqlite3.connect(db)
-    zd = zstandard.ZstdDecompressor()
+    zd = Unpacker(conn)  # with the dictionary a blob names, when it names one
     out = []
     for row in conn.execute("SELECT * FROM exchanges"):
         for v in row:

@@ -10,11 +10,11 @@ import time
 
 import aiohttp
 
-from pdp_observe.capture import RawCapture
+from pdp_observe.capture import RawCapture, build_exchange
 from pdp_observe.hub import Recorder
 from pdp_observe.redact import Redactor
 from pdp_observe.sidecar import start_sidecar
-from pdp_observe.store import SCHEMA_VERSION, StoreReader, StoreWriter, migrate
+from pdp_observe.store import SCHEMA_VERSION, RowBuilder, StoreReader, StoreWriter, migrate
 from tests.conftest import await_stored, make_settings, run_cli
 
 
@@ -67,10 +67,7 @@ def test_migrates_a_v1_file_forward_keeping_rows(tmp_path):
     db = str(tmp_path / "v1.db")
     conn = sqlite3.connect(db, isolation_level=None)
     assert migrate(conn, upto=1) == 1
-    import zstandard
-
-    w = StoreWriter.__new__(StoreWriter)  # a row as a v1 writer wrote it: the v1 columns only
-    w._zc = zstandard.ZstdCompressor()
+    w = RowBuilder(train_after=0)  # a row as a v1 writer wrote it: the v1 columns only
     ex = Recorder(None, redactor=Redactor(), body_limit=1 << 20).process([raw(1)])[0]
     conn.execute("INSERT INTO exchanges (id, ts, method, path, status, duration_ms, req_bytes, resp_bytes, "
                  "failure, truncated, record, req_body, resp_body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -250,6 +247,40 @@ def test_deferred_past_the_limit_stay_undecoded_and_ls_says_so(tmp_path):
     assert "2 stored without their Prisma operation decoded" in res.stderr
 
 
+def test_late_decoding_waits_for_spare_time_and_held_bodies_are_bounded(tmp_path):
+    """Exchanges stored undecoded are decoded by the running worker only once capture
+    processing kept it busy less than half of the last second (under steady load the queue is
+    empty between frames, and decoding old exchanges then cost the new ones); the ones held
+    for it are bounded by their body bytes too (large bodies stay undecoded, counted)."""
+    from pdp_observe.hub import LATE_DECODE_MAX_LOAD
+    from pdp_observe.recording import build_recording
+
+    settings = make_settings("http://127.0.0.1:9", tmp_path / "c.db")
+    rec = build_recording(settings).recorder
+    rec.defer_backlog, rec.batch_max = -1, 100
+    big = _engine_capture(99)
+    big.resp_body = big.resp_body + b" " * 200_000
+    big.resp_size = len(big.resp_body)
+    rec.defer_max_bytes = 100_000
+    rec.process([_engine_capture(i) for i in range(6)] + [big])
+    assert (rec.decode_deferred, rec.undecoded) == (7, 1)  # the 200 kB one is not held
+    rec._load_window = 0.2
+    rec._window_start, rec._window_busy = time.monotonic(), 0.15  # 75 % busy in this window
+    time.sleep(0.25)
+    assert rec._current_load() > LATE_DECODE_MAX_LOAD
+    rec.start()
+    time.sleep(0.1)  # the worker runs, but its last second was busy: nothing decoded yet
+    assert rec.decoded_late == 0
+    deadline = time.monotonic() + 5
+    while rec.decoded_late < 6:  # an idle window later it catches up
+        assert time.monotonic() < deadline, "deferred exchanges never decoded"
+        time.sleep(0.05)
+    rec.stop()
+    rows = list(StoreReader(settings.db).iter_all())
+    assert len(rows) == 7 and sum(r.model is None for r in rows) == 1
+    assert rec._deferred_bytes == 0
+
+
 def test_packed_frames_are_bounded_whole_and_unpacked_by_the_worker(tmp_path):
     """The recorder process queues pipe frames still pickled: the queue bounds apply to the
     counts the frame declares, a frame that does not fit is dropped whole (counted), a
@@ -302,3 +333,46 @@ def test_show_takes_the_digits_ls_prints_a_prefix_or_the_whole_id(tmp_path):
     assert vague.returncode == 2 and "ambiguous" in vague.stderr and "type more digits" in vague.stderr
     missing = run_cli("show", "--db", db, "ffff0000ffff")
     assert missing.returncode == 2 and "no exchange" in missing.stderr
+
+
+def test_rows_after_the_first_captures_use_a_trained_dictionary_and_read_back_exactly(tmp_path):
+    """After ``train_after`` blobs the writer trains a zstd dictionary on them (redacted, as
+    everything it stores): later rows shrink, every row reads back byte for byte, the
+    dictionary holds no secret, and a batch that never got committed cannot strand rows
+    compressed with it (each batch carries it)."""
+    db = str(tmp_path / "d.db")
+    w = StoreWriter(db)
+    w._samples, w._train_after = [], 60  # ~20 exchanges (record + bodies) instead of ~1,000
+    rec = Recorder(w, redactor=Redactor(), body_limit=1 << 20)
+
+    def cap(i: int) -> RawCapture:
+        body = (b'{"modelName":"User","action":"findMany","query":{"arguments":{"where":{"email":'
+                b'"user%d@example.test","token":"tok-SECRET-%d"},"take":%d},"selection":{"$scalars":true}}}'
+                % (i, i, i % 7))
+        c = raw(i, body=body)
+        c.req_headers = [(b"Content-Type", b"application/json"), (b"Authorization", b"Bearer SECRET-%d" % i)]
+        c.resp_body = b'{"data":{"findManyUser":[{"id":%d,"email":"user%d@example.test"}]}}' % (i, i)
+        c.resp_size = len(c.resp_body)
+        return c
+
+    rec.process([cap(i) for i in range(20)])
+    assert w._dict_row is not None, "no dictionary trained"
+    w.rows([build_exchange(cap(99), Redactor(), 1 << 20)])  # a batch built, never committed (disk full)
+    rec.process([cap(i) for i in range(20, 40)])
+    w.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM zstd_dicts").fetchone()[0] == 1
+    sizes = [len(a) + len(b) + len(c) for a, b, c in conn.execute(
+        "SELECT record, req_body, resp_body FROM exchanges ORDER BY seq")]
+    conn.close()
+    assert sum(sizes[20:]) < 0.7 * sum(sizes[:20])
+    reader = StoreReader(db)
+    for i in range(40):
+        (row,) = [r for r in reader.iter_all() if r.path == f"/q?i={i}"]
+        ex = reader.get(row.id)
+        assert ex.request.body.data == Redactor().body(cap(i).req_body)
+        assert b"SECRET" not in ex.request.body.data
+        assert ex.response.body.data == cap(i).resp_body
+        assert dict(ex.request.headers)["Authorization"].startswith("Bearer [REDACTED:")
+    raw_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("d.db*"))
+    assert b"SECRET" not in raw_bytes
