@@ -287,9 +287,7 @@ class RowBuilder:
             return zc.compress(data) if len(data) >= DICT_PACK_MIN or data[:4] == _ZSTD_MAGIC else data
         if self._samples is not None and DICT_PACK_MIN <= len(data) <= DICT_SAMPLE_MAX:
             self._samples.append(data)
-        if len(data) < PACK_MIN and data[:4] != _ZSTD_MAGIC:
-            return data
-        return self._zc.compress(data)
+        return self._plain_pack(data)
 
     def _plain_pack(self, data: bytes) -> bytes:
         if len(data) < PACK_MIN and data[:4] != _ZSTD_MAGIC:

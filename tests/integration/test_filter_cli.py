@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from pdp_observe.capture import RawCapture
 from pdp_observe.cli import main
@@ -18,7 +17,7 @@ from pdp_observe.filterlang import compile_filter
 from pdp_observe.hub import Recorder
 from pdp_observe.pipeline import DecodeOperations
 from pdp_observe.redact import Redactor
-from pdp_observe.store import SCHEMA_VERSION, StoreReader, StoreWriter, filter_row, migrate
+from pdp_observe.store import SCHEMA_VERSION, RowBuilder, StoreReader, StoreWriter, filter_row, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "tests" / "fixtures" / "examples"
@@ -180,12 +179,11 @@ V4_COLUMNS = ("id, ts, method, path, status, duration_ms, req_bytes, resp_bytes,
               "engine_ms, trace_id")
 
 
-def test_a_v4_file_migrates_to_v5_and_filters(capsys, tmp_path) -> None:
+def test_a_v4_file_migrates_forward_and_filters(capsys, tmp_path) -> None:
     path = str(tmp_path / "v4.db")
     conn = sqlite3.connect(path, isolation_level=None)
     assert migrate(conn, upto=4) == 4
-    w = StoreWriter.__new__(StoreWriter)  # rows as a v4 writer wrote them: the v4 columns only
-    w._zc = zstandard.ZstdCompressor()
+    w = RowBuilder(train_after=0)  # rows as a v4 writer wrote them: the v4 columns only
     old = decoded([c for _, c in CAPTURES[:3]])
     conn.executemany(f"INSERT INTO exchanges ({V4_COLUMNS}) VALUES ({','.join('?' * 23)})",
                      [w._row(ex)[:23] for ex in old])
@@ -195,7 +193,7 @@ def test_a_v4_file_migrates_to_v5_and_filters(capsys, tmp_path) -> None:
     assert ids(capsys, path, "is:error") == [old[1].id]
     assert ids(capsys, path, "model:User ms:>250") == [old[0].id]
     reader = StoreReader(path)
-    assert reader.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION == 5
+    assert reader.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION == 6
     assert reader.check() == []
     assert reader.conn.execute("SELECT COUNT(*) FROM exchanges WHERE sql_text IS NULL "
                                "AND error_message IS NULL").fetchone()[0] == 3
